@@ -22,3 +22,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"team data folder {SHARED_DATA} is absent: this test needs the real radiographs")
     return SHARED_DATA
+
+
+SAMPLES = REPO / "bundle" / "sample"
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    """The redistributable sample radiographs shipped with the bundle (always present)."""
+    return sorted(SAMPLES.glob("*.jpg"))

@@ -1,5 +1,20 @@
-"""MONAI transforms of monai-bsnet."""
+"""MONAI transforms of monai-bsnet: loading, preprocessing, alignment targets."""
 
 from monai_bsnet.transforms.alignment import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
+from monai_bsnet.transforms.load import LATERAL_VIEWS, MIN_IMAGE_SIZE, LoadCXR, LoadCXRd, read_cxr
+from monai_bsnet.transforms.preprocess import NETWORK_SIZE, cxr_preprocessing, cxr_preprocessingd, to_original_geometry
 
-__all__ = ["CanonicalLungAlignment", "CanonicalLungAlignmentd", "lung_orientation"]
+__all__ = [
+    "CanonicalLungAlignment",
+    "CanonicalLungAlignmentd",
+    "LATERAL_VIEWS",
+    "LoadCXR",
+    "LoadCXRd",
+    "MIN_IMAGE_SIZE",
+    "NETWORK_SIZE",
+    "cxr_preprocessing",
+    "cxr_preprocessingd",
+    "lung_orientation",
+    "read_cxr",
+    "to_original_geometry",
+]
