@@ -1,0 +1,231 @@
+"""Scoring a batch of chest X-ray files end to end: load, preprocess, BS-Net, post-process, write.
+
+The bundle's ``inference.json`` and the ``bsnet predict`` command both run :class:`BrixiaPredictor`.
+A file that cannot be scored becomes an error row (``status`` error, the reason in ``error``) and the
+batch goes on; an image either gets all of its output files or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from monai_bsnet import __version__
+from monai_bsnet.errors import CXRInputError
+from monai_bsnet.inference.inputs import CXRInput, find_inputs
+from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
+from monai_bsnet.transforms import LoadCXR, cxr_preprocessing, to_original_geometry
+from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
+from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
+
+__all__ = ["BrixiaPredictor", "QUALITY_FLAGS"]
+
+logger = logging.getLogger(__name__)
+
+#: Quality flags a record may carry, with what they mean.
+QUALITY_FLAGS = {
+    "lungs_not_found": "the lung segmentation covers under 5% of the image: the scores are unreliable",
+    "low_resolution": "the image is under 256 pixels on a side (a figure cropped from a paper?)",
+    "not_frontal_view": "the DICOM ViewPosition is neither PA nor AP",
+    "series_has_several_images": "the DICOM series holds more than one image; the first one was scored",
+}
+
+
+class _FileDataset(Dataset):
+    """Loads and preprocesses each input; a bad file becomes an error item instead of an exception."""
+
+    def __init__(self, inputs: Sequence[CXRInput], load: Callable, preprocess: Callable) -> None:
+        self.inputs, self.load, self.preprocess = inputs, load, preprocess
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        item = self.inputs[index]
+        try:
+            image = self.load(item.path)
+            net_input = self.preprocess(image)
+        except CXRInputError as e:
+            return {"index": index, "error": e.reason}
+        except Exception as e:  # an unforeseen failure on one file must not stop the batch
+            return {"index": index, "error": f"{type(e).__name__}: {e}"}
+        return {
+            "index": index,
+            "image": image.as_tensor()[0].numpy(),
+            "meta": dict(image.meta),
+            "net_input": torch.as_tensor(net_input).float(),
+            "load_seconds": time.perf_counter() - start,
+        }
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items  # images differ in size: batching happens on the network inputs only
+
+
+class BrixiaPredictor:
+    """Score chest X-ray files with BS-Net and write the results.
+
+    Args:
+        network: a :class:`~monai_bsnet.networks.BSNet` with its weights loaded.
+        device: where the network runs.
+        batch_size: images per network call.
+        num_workers: data-loading processes (0: load in the main process).
+        lung_threshold: probability above which a pixel is lung.
+        model_name: written into every record.
+        model_version: written into every record and onto the overlays.
+        amp: run the network in bfloat16/float16 autocast (GPU).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        device: str | torch.device = "cpu",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        lung_threshold: float = 0.5,
+        model_name: str = "BS-Net (monai-bsnet)",
+        model_version: str = __version__,
+        amp: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.lung_threshold = lung_threshold
+        self.model_name, self.model_version, self.amp = model_name, model_version, amp
+        self.load, self.preprocess = LoadCXR(), cxr_preprocessing()
+
+    # ---- one batch through the network --------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, net_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Zone probabilities (B, 6, 4), lung probabilities (B, 1, h, w) and theta (B, 2, 3)."""
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.network(net_inputs.to(self.device))
+        return {
+            "zone_probabilities": torch.softmax(out.zone_logits.float(), dim=-1).cpu(),
+            "lung": torch.sigmoid(out.lung_logits.float()).cpu(),
+            "theta": out.theta.float().cpu(),
+        }
+
+    # ---- results ---------------------------------------------------------------------------------------
+    def make_record(self, item: CXRInput, meta: dict[str, Any], probabilities: torch.Tensor, flags: list[str]) -> dict[str, Any]:
+        """The result record of one image (see DESIGN.md): zones, global score, metadata, flags."""
+        scores = probabilities.argmax(-1).tolist()
+        expected = (probabilities * torch.arange(4.0)).sum(-1).tolist()
+        zones = {
+            name: {
+                "lung": ZONE_LUNG[name],
+                "level": ZONE_LEVEL[name],
+                "score": int(scores[z]),
+                "probabilities": [round(float(p), 6) for p in probabilities[z]],
+                "expected_score": round(float(expected[z]), 4),
+            }
+            for z, name in enumerate(ZONE_NAMES)
+        }
+        keep = ("format", "modality", "view_position", "patient_id", "study_date", "study_instance_uid",
+                "series_instance_uid", "sop_instance_uid", "pixel_spacing", "photometric_interpretation")
+        return {
+            "input": str(item.path),
+            "status": "ok",
+            "model": {"name": self.model_name, "version": self.model_version},
+            "zones": zones,
+            "global_score": int(sum(scores)),
+            "global_expected": round(float(sum(expected)), 4),
+            "image": {"height": meta["spatial_shape"][0], "width": meta["spatial_shape"][1], **{k: meta.get(k) for k in keep}},
+            "series_files": [str(p) for p in item.series_files],
+            "quality_flags": flags,
+            "disclaimer": "Research use only; not for diagnosis.",
+        }
+
+    def _flags(self, item: CXRInput, meta: dict[str, Any], lung_fraction: float) -> list[str]:
+        flags = []
+        if lung_fraction < 0.05:
+            flags.append("lungs_not_found")
+        if min(meta["spatial_shape"]) < 256:
+            flags.append("low_resolution")
+        view = str(meta.get("view_position", "")).upper()
+        if meta.get("format") == "dicom" and view and view not in ("PA", "AP"):
+            flags.append("not_frontal_view")
+        if len(item.series_files) > 1:
+            flags.append("series_has_several_images")
+        return flags
+
+    def _finish(self, item: CXRInput, loaded: dict[str, Any], out: dict[str, torch.Tensor], output_dir: Path) -> dict[str, Any]:
+        meta = loaded["meta"]
+        size = meta["spatial_shape"]
+        lung_frame = out["lung"] > self.lung_threshold
+        flags = self._flags(item, meta, float(lung_frame.float().mean()))
+        record = self.make_record(item, meta, out["zone_probabilities"], flags)
+        lung = (to_original_geometry(out["lung"], size)[0] > self.lung_threshold).numpy()
+        zone_index = zone_index_map(out["theta"], size)
+        scores = [record["zones"][z]["score"] for z in ZONE_NAMES]
+        labels = zone_label_map(zone_index, scores, torch.from_numpy(lung)).numpy()
+        overlay = render_overlay(loaded["image"], lung, zone_index.numpy(), labels, scores, f"BS-Net {self.model_version}")
+        nifti = item.path if meta.get("format") == "nifti" else None
+        write_image_outputs(output_dir, item.name, record, lung, labels, overlay, nifti_reference=nifti)
+        return record
+
+    def run(self, inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike, progress: bool = True) -> list[dict[str, Any]]:
+        """Score every image under ``inputs`` (files or folders) and write to ``output_dir``.
+
+        Writes ``results.csv`` (one row per input, ``status`` ok or error), and per scored image
+        ``<name>.json``, ``<name>_lung.png``, ``<name>_zones.png`` and ``<name>_overlay.png`` (NIfTI
+        masks for NIfTI inputs). Returns the records, errors included.
+        """
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        items = find_inputs(inputs, exclude=output_dir)
+        records: list[dict[str, Any]] = [{} for _ in items]
+        loader = DataLoader(
+            _FileDataset(items, self.load, self.preprocess),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+        )
+        batches: Iterable = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc="BS-Net", unit="batch", total=len(loader))
+        for batch in batches:
+            good = [b for b in batch if "error" not in b]
+            for b in batch:
+                if "error" in b:
+                    records[b["index"]] = self._error(items[b["index"]], b["error"])
+            if not good:
+                continue
+            start = time.perf_counter()
+            out = self.forward(torch.stack([b["net_input"] for b in good]))
+            network_share = (time.perf_counter() - start) / len(good)
+            for k, b in enumerate(good):
+                item = items[b["index"]]
+                start = time.perf_counter()
+                try:
+                    record = self._finish(item, b, {key: value[k] for key, value in out.items()}, output_dir)
+                except Exception as e:  # a failure while writing one image's outputs
+                    logger.exception("could not write the outputs of %s", item.path)
+                    records[b["index"]] = self._error(item, f"writing outputs failed: {type(e).__name__}: {e}")
+                    continue
+                record["timing_seconds"] = {
+                    "load_and_preprocess": round(b["load_seconds"], 4),
+                    "network": round(network_share, 4),
+                    "postprocess_and_write": round(time.perf_counter() - start, 4),
+                }
+                records[b["index"]] = record
+        write_results_csv(records, output_dir / "results.csv")
+        failed = sum(r["status"] != "ok" for r in records)
+        logger.info("scored %d of %d inputs, %d errors, results in %s", len(records) - failed, len(records), failed, output_dir)
+        return records
+
+    @staticmethod
+    def _error(item: CXRInput, reason: str) -> dict[str, Any]:
+        logger.warning("%s: %s", item.path, reason)
+        return {"input": str(item.path), "status": "error", "error": reason}

@@ -1,0 +1,60 @@
+"""Where each Brixia zone lies in the input image: the aligned-frame zone grid mapped back through theta."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ZONE_BANDS", "zone_index_map", "zone_label_map"]
+
+#: Non-overlapping row bands of the aligned frame for drawing zones: the scoring boxes overlap
+#: (rows 0-0.4, 0.3-0.7, 0.6-1.0), so a map splits each overlap in its middle.
+ZONE_BANDS = (0.35, 0.65)
+
+
+def zone_index_map(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zone index (0..5 for A..F, -1 outside the aligned frame) of every pixel of an (H, W) image.
+
+    ``theta`` (2, 3) maps aligned-frame coordinates to input coordinates (both normalised to
+    [-1, 1], pixel centres as in ``affine_grid(..., align_corners=False)``); each input pixel is taken
+    to the aligned frame by its inverse. Being in normalised coordinates, the same ``theta`` serves
+    the network frame and the original image.
+    """
+    height, width = int(size[0]), int(size[1])
+    theta = theta.detach().double().cpu()
+    ys = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([grid_x, grid_y], dim=-1) - theta[:, 2]  # (H, W, 2), x first as in theta
+    aligned = points @ torch.linalg.inv(theta[:, :2]).T
+    u, v = (aligned[..., 0] + 1) / 2, (aligned[..., 1] + 1) / 2  # fractions of the aligned frame
+    row = (v >= ZONE_BANDS[0]).long() + (v >= ZONE_BANDS[1]).long()
+    column = (u >= 0.5).long()  # image left = patient's right lung = zones A, B, C
+    index = column * 3 + row
+    inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+    return torch.where(inside, index, torch.full_like(index, -1))
+
+
+def zone_label_map(zone_index: torch.Tensor, scores: Sequence[int], lung: torch.Tensor) -> torch.Tensor:
+    """Label map (H, W) uint8: the score + 1 (1..4) of each zone inside the lungs, 0 elsewhere.
+
+    Pixels on the border between two zones are set to 0, so that the zones stay apart when drawn
+    (and when a radiologist repaints one of them).
+
+    Args:
+        zone_index: from :func:`zone_index_map`.
+        scores: six zone scores, A..F.
+        lung: (H, W) boolean lung mask in the same geometry.
+    """
+    labels = torch.as_tensor([int(s) + 1 for s in scores], dtype=torch.uint8)
+    out = torch.zeros(zone_index.shape, dtype=torch.uint8)
+    inside = (zone_index >= 0) & lung.bool()
+    out[inside] = labels[zone_index[inside]]
+    # a pixel whose 3x3 neighbourhood holds another zone is a border pixel
+    padded = F.pad(zone_index[None, None].float(), (1, 1, 1, 1), mode="replicate")
+    highest = F.max_pool2d(padded, 3, stride=1)[0, 0]
+    lowest = -F.max_pool2d(-padded, 3, stride=1)[0, 0]
+    out[highest != lowest] = 0
+    return out
