@@ -113,8 +113,9 @@ def test_parameter_counts_add_up(net: BSNet):
     assert 10_000_000 < counts["encoder"] < 12_000_000  # ResNet-18 without its classifier
 
 
-def test_zone_probabilities_wrapper_and_torchscript(net: BSNet):
-    wrapper = BSNetZoneProbabilities(net).eval()
+def test_zone_probabilities_network_and_torchscript(net: BSNet):
+    wrapper = BSNetZoneProbabilities().eval()
+    wrapper.load_state_dict(net.state_dict())  # same keys: the same checkpoints load into both
     image = torch.rand(2, 1, 256, 256)
     with torch.no_grad():
         probabilities = wrapper(image)
@@ -122,4 +123,42 @@ def test_zone_probabilities_wrapper_and_torchscript(net: BSNet):
         assert torch.allclose(scripted(image), probabilities, atol=1e-6)
         assert torch.allclose(scripted(image[:1]), probabilities[:1], atol=1e-5)  # other batch size
     assert probabilities.shape == (2, 6, 4)
+    with torch.no_grad():
+        assert torch.allclose(probabilities, torch.softmax(net(image).zone_logits, -1), atol=1e-6)
     assert torch.allclose(probabilities.sum(-1), torch.ones(2, 6))
+
+
+def test_stage_views_share_one_network():
+    from monai_bsnet.networks import LungSegmenter, MaskAligner, ZoneScorer
+
+    bsnet = BSNet().eval()
+    image = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        out = bsnet(image)
+        assert torch.equal(LungSegmenter(bsnet)(image), out.lung_logits)
+        assert torch.equal(ZoneScorer(bsnet)(image), out.zone_logits)
+        mask = (torch.rand(1, 1, 128, 128) > 0.5).float()
+        assert torch.allclose(MaskAligner(bsnet)(mask), mask, atol=1e-4)  # identity at initialisation
+    assert set(LungSegmenter(bsnet).state_dict()) == {f"bsnet.{k}" for k in bsnet.state_dict()}
+
+
+def test_weights_load_from_every_checkpoint_form(tmp_path):
+    from monai_bsnet.networks import LungSegmenter, load_weights
+
+    source = BSNet()
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in source.state_dict().items()}
+    forms = {
+        "plain.pt": source.state_dict(),
+        "half.pt": half,  # the shipped file is stored in half precision to stay small
+        "saver.pt": {"model": LungSegmenter(source).state_dict(), "optimizer": {}},  # CheckpointSaver
+        "ddp.pt": {f"module.{k}": v for k, v in source.state_dict().items()},
+    }
+    for name, state in forms.items():
+        torch.save(state, tmp_path / name)
+        target = load_weights(BSNet(), tmp_path / name)
+        for key, value in source.state_dict().items():
+            loaded = target.state_dict()[key]
+            assert loaded.dtype == value.dtype, (name, key)
+            assert torch.allclose(loaded.float(), value.float(), atol=1e-2 if name == "half.pt" else 0), (name, key)
+    with pytest.raises(FileNotFoundError, match="no BS-Net weights"):
+        load_weights(BSNet(), tmp_path / "missing.pt")

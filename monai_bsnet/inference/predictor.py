@@ -75,7 +75,8 @@ class BrixiaPredictor:
     """Score chest X-ray files with BS-Net and write the results.
 
     Args:
-        network: a :class:`~monai_bsnet.networks.BSNet` with its weights loaded.
+        network: a :class:`~monai_bsnet.networks.BSNet` (or ``BSNetZoneProbabilities``) with its
+            weights loaded.
         device: where the network runs.
         batch_size: images per network call.
         num_workers: data-loading processes (0: load in the main process).
@@ -108,7 +109,7 @@ class BrixiaPredictor:
     def forward(self, net_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Zone probabilities (B, 6, 4), lung probabilities (B, 1, h, w) and theta (B, 2, 3)."""
         with torch.autocast(self.device.type, enabled=self.amp):
-            out = self.network(net_inputs.to(self.device))
+            out = self.network.outputs(net_inputs.to(self.device))
         return {
             "zone_probabilities": torch.softmax(out.zone_logits.float(), dim=-1).cpu(),
             "lung": torch.sigmoid(out.lung_logits.float()).cpu(),

@@ -5,6 +5,7 @@ from monai_bsnet.networks.encoder import ResNet18Encoder
 from monai_bsnet.networks.bsnet import STAGES, BSNet, BSNetOutput, BSNetZoneProbabilities
 from monai_bsnet.networks.scoring import ZoneClassifier, ZonePyramid, ZoneScoringHead, pool_zones, zone_boxes
 from monai_bsnet.networks.segmentation import UNetPlusPlusDecoder
+from monai_bsnet.networks.stages import LungSegmenter, MaskAligner, ZoneScorer
 from monai_bsnet.networks.weights import load_weights, state_dict_from_checkpoint
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "pool_zones",
     "zone_boxes",
     "warp",
+    "LungSegmenter",
+    "MaskAligner",
+    "ZoneScorer",
     "load_weights",
     "state_dict_from_checkpoint",
 ]

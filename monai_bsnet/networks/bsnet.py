@@ -118,6 +118,10 @@ class BSNet(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> BSNetOutput:
         """Score a batch of images (B, 1, H, W) with intensities in [0, 1]."""
+        return self.outputs(image)
+
+    def outputs(self, image: torch.Tensor) -> BSNetOutput:
+        """All outputs of the network (what :meth:`forward` returns; subclasses may return less)."""
         if image.shape[-2] % 32 or image.shape[-1] % 32:
             raise ValueError(f"BSNet needs height and width that are multiples of 32, got {list(image.shape[-2:])}")
         features = self.encoder(image)
@@ -135,16 +139,13 @@ class BSNet(nn.Module):
         return counts
 
 
-class BSNetZoneProbabilities(nn.Module):
-    """Wrap a :class:`BSNet` so that it returns one tensor: zone probabilities (B, 6, 4).
+class BSNetZoneProbabilities(BSNet):
+    """BS-Net that returns one tensor: the zone probabilities (B, 6, 4), zones A..F x scores 0..3.
 
     This is the form MONAI Bundle tools (``verify_net_in_out``, ``ckpt_export``) and TorchScript
-    expect from a network.
+    expect from a network. It is a :class:`BSNet` (same arguments, same state-dict keys, so the same
+    checkpoints load into both); :meth:`BSNet.outputs` still gives every output.
     """
 
-    def __init__(self, network: BSNet | None = None, **kwargs) -> None:
-        super().__init__()
-        self.network = BSNet(**kwargs) if network is None else network
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network(image).zone_logits, dim=-1)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.softmax(self.outputs(image).zone_logits, dim=-1)

@@ -17,7 +17,7 @@ def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) 
     Accepts a plain state dict (``bundle/models/model.pt``, possibly stored in half precision to stay
     small) and the dictionaries of MONAI's ``CheckpointSaver`` (``{"network": ..., "optimizer": ...}``;
     ``key`` picks the entry, default: ``"network"`` or ``"model"`` when present). Keys of a network
-    saved inside :class:`~monai_bsnet.networks.BSNetZoneProbabilities` or under DDP are unwrapped.
+    saved inside a stage view (``bsnet.``) or under DDP (``module.``) are unwrapped.
     """
     path = Path(path)
     if not path.is_file():
@@ -30,7 +30,7 @@ def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) 
     state = checkpoint[key] if key is not None else checkpoint
     out = {}
     for name, value in state.items():
-        for prefix in ("module.", "network."):
+        for prefix in ("module.", "bsnet."):
             if name.startswith(prefix):
                 name = name[len(prefix) :]
         out[name] = value.float() if value.is_floating_point() else value
@@ -39,6 +39,7 @@ def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) 
 
 def load_weights(network: nn.Module, path: str | os.PathLike, key: str | None = None, strict: bool = True) -> nn.Module:
     """Load a checkpoint into ``network`` (see :func:`state_dict_from_checkpoint`); returns the network."""
-    target = network.network if hasattr(network, "network") and isinstance(network.network, nn.Module) else network
+    target = getattr(network, "bsnet", network)  # a stage view holds the BS-Net
+    target = getattr(target, "module", target)  # DistributedDataParallel
     target.load_state_dict(state_dict_from_checkpoint(path, key), strict=strict)
     return network
