@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from monai_bsnet import __version__
 
@@ -33,18 +36,59 @@ def architecture_table(image_size: int = 512) -> str:
     return "\n".join(lines)
 
 
+#: The bundle next to the package (a source checkout or an editable install).
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundle"
+
+
+def default_weights() -> Path:
+    """``$BSNET_WEIGHTS`` if set, else the bundle's ``models/model.pt``."""
+    return Path(os.environ.get("BSNET_WEIGHTS", BUNDLE_DIR / "models" / "model.pt"))
+
+
+def predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from monai_bsnet.inference import BrixiaPredictor
+    from monai_bsnet.networks import BSNet, load_weights
+
+    network = load_weights(BSNet(), args.weights)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = BrixiaPredictor(network, device=device, batch_size=args.batch_size, num_workers=args.num_workers)
+    records = predictor.run(args.inputs, args.output, progress=not args.quiet)
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"scored {len(records) - len(failed)} of {len(records)} inputs; results in {Path(args.output) / 'results.csv'}")
+    for record in failed:
+        print(f"error: {record['input']}: {record['error']}", file=sys.stderr)
+    return 0 if records and not failed else (1 if records else 2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bsnet", description=f"BS-Net Brixia scoring of chest X-rays. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"monai-bsnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     arch = commands.add_parser("architecture", help="print the network's stages with parameter counts")
     arch.add_argument("--image-size", type=int, default=512, help="input side in pixels (multiple of 32)")
+    pred = commands.add_parser("predict", help="score chest X-ray files or folders (DICOM, PNG, JPEG, NIfTI)")
+    pred.add_argument("inputs", nargs="+", help="files and folders (searched recursively)")
+    pred.add_argument("--output", "-o", required=True, help="output folder (results.csv, JSON records, masks, overlays)")
+    pred.add_argument("--weights", type=Path, default=None, help="checkpoint (default: $BSNET_WEIGHTS or the bundle's model.pt)")
+    pred.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    pred.add_argument("--batch-size", type=int, default=4)
+    pred.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "architecture":
         if args.image_size % 32 or args.image_size < 64:
             parser.error("--image-size must be a multiple of 32, at least 64")
         print(architecture_table(args.image_size))
+    elif args.command == "predict":
+        if args.weights is None:
+            args.weights = default_weights()
+        if not Path(args.weights).is_file():
+            parser.exit(2, f"bsnet: error: no BS-Net weights at {args.weights} (use --weights or set BSNET_WEIGHTS)\n")
+        return predict(args)
     return 0
 
 

@@ -1,0 +1,89 @@
+"""The MONAI bundle: metadata, network shape, inference.json, TorchScript export, and `bsnet predict`."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
+
+from monai_bsnet.networks import BSNet, BSNetZoneProbabilities
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundle" / "configs"
+META = str(CONFIGS / "metadata.json")
+INFERENCE = str(CONFIGS / "inference.json")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """Untrained weights with a fixed seed: the tests check the plumbing, not the accuracy."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save(BSNet().state_dict(), path)
+    return path
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_metadata_is_valid_without_download():
+    verify_metadata(meta_file=META, filepath=str(CONFIGS / "schema" / "meta_schema.json"))
+
+
+def test_network_input_and_output_shapes_match_the_metadata():
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=INFERENCE, n=1, device="cpu")
+
+
+def test_inference_config_scores_the_samples_by_default(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the README runs the bundle from the repository root
+    run(config_file=INFERENCE, ckpt_path=str(checkpoint), output_dir=str(tmp_path))
+    table = rows(tmp_path / "results.csv")
+    samples = sorted(p.name for p in (REPO / "bundle" / "sample").iterdir() if p.suffix in (".jpg", ".dcm"))
+    assert sorted(Path(r["input"]).name for r in table) == samples
+    assert all(r["status"] == "ok" for r in table)
+    for r in table:
+        stem = Path(r["input"]).stem
+        for suffix in (".json", "_lung.png", "_zones.png", "_overlay.png"):
+            assert (tmp_path / f"{stem}{suffix}").is_file()
+
+
+def test_export_to_torchscript_gives_the_same_probabilities(checkpoint, tmp_path):
+    exported = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(checkpoint), meta_file=META, config_file=INFERENCE)
+    scripted = torch.jit.load(str(exported))
+    eager = BSNetZoneProbabilities()
+    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
+    image = torch.rand(2, 1, 512, 512)
+    with torch.no_grad():
+        assert torch.allclose(scripted(image), eager.eval()(image), atol=1e-5)
+
+
+def test_bsnet_predict_writes_the_same_results_as_the_bundle(checkpoint, tmp_path):
+    sample = REPO / "bundle" / "sample"
+    cli = subprocess.run(
+        [sys.executable, "-m", "monai_bsnet.cli", "predict", str(sample), "--output", str(tmp_path / "cli"),
+         "--weights", str(checkpoint), "--quiet"],
+        capture_output=True, text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(REPO / "bundle"), "ckpt_path": str(checkpoint), "output_dir": str(tmp_path / "bundle")})
+    parser.get_parsed_content("predictor").run([sample], tmp_path / "bundle", progress=False)
+    assert rows(tmp_path / "cli" / "results.csv") == rows(tmp_path / "bundle" / "results.csv")
+
+
+def test_bsnet_predict_without_weights_says_so(tmp_path):
+    cli = subprocess.run(
+        [sys.executable, "-m", "monai_bsnet.cli", "predict", str(tmp_path), "--output", str(tmp_path / "o"),
+         "--weights", str(tmp_path / "none.pt")],
+        capture_output=True, text=True,
+    )
+    assert cli.returncode == 2 and "no BS-Net weights" in cli.stderr
