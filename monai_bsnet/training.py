@@ -1,0 +1,91 @@
+"""Small pieces the bundle's training configs call: stage preparation, splits, resuming."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+from sklearn.model_selection import GroupShuffleSplit
+
+from monai_bsnet.networks.bsnet import BSNet
+from monai_bsnet.networks.weights import load_weights
+
+__all__ = ["prepare_network", "train_val_split", "latest_checkpoint", "resume_handlers", "trainable_parameters"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_network(
+    bsnet: BSNet, init_ckpt: str | os.PathLike | None = None, frozen_stages: Iterable[str] = (), required: bool = False
+) -> BSNet:
+    """Start a training stage: load the previous stage's checkpoint, then freeze the given stages.
+
+    Args:
+        bsnet: the network.
+        init_ckpt: checkpoint of the previous stage ("from the part to the whole"); skipped with a
+            warning when absent, unless ``required``.
+        frozen_stages: stages whose weights this stage must not change.
+        required: fail when ``init_ckpt`` is missing (a scoring stage on an untrained encoder and
+            segmentation would learn on garbage masks).
+    """
+    if init_ckpt:
+        if Path(init_ckpt).is_file():
+            load_weights(bsnet, init_ckpt)
+            logger.info("loaded %s", init_ckpt)
+        elif required:
+            raise FileNotFoundError(f"the previous stage's checkpoint {init_ckpt} is missing: train that stage first")
+        else:
+            logger.warning("no checkpoint at %s: this stage starts from random weights", init_ckpt)
+    return bsnet.freeze(list(frozen_stages))
+
+
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimiser should see: the frozen stages' are left out."""
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+def train_val_split(
+    datalist: Sequence[Mapping[str, Any]], val_fraction: float = 0.2, seed: int = 0, group_key: str = "patient_id"
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Split a datalist into training and validation items, keeping each patient on one side.
+
+    Items without ``group_key`` form groups of their own. ``val_fraction`` 0 returns all items for
+    training and an empty validation list (for the final model trained on everything).
+    """
+    items = list(datalist)
+    if val_fraction <= 0 or len(items) < 2:
+        return items, []
+    groups = [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(items)]
+    splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_index, val_index = next(splitter.split(items, groups=groups))
+    return [items[i] for i in sorted(train_index)], [items[i] for i in sorted(val_index)]
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike, prefix: str) -> Path | None:
+    """The newest epoch checkpoint ``{prefix}_*epoch=N.pt`` that MONAI's ``CheckpointSaver`` left."""
+    found = []
+    for path in Path(checkpoint_dir).glob(f"{prefix}_*epoch=*.pt"):
+        try:
+            found.append((int(path.stem.rsplit("epoch=", 1)[1]), path))
+        except ValueError:
+            continue
+    return max(found)[1] if found else None
+
+
+def resume_handlers(checkpoint_dir: str | os.PathLike, prefix: str, load_dict: Mapping[str, Any]) -> list:
+    """A ``CheckpointLoader`` for the trainer when an interrupted run left an epoch checkpoint behind.
+
+    The loader restores network, optimiser, LR schedule and the trainer's epoch counter, so that
+    ``trainer.run()`` goes on where the interrupted run stopped; with no checkpoint it returns [].
+    """
+    from monai.handlers import CheckpointLoader
+
+    checkpoint = latest_checkpoint(checkpoint_dir, prefix)
+    if checkpoint is None:
+        return []
+    logger.info("resuming from %s", checkpoint)
+    return [CheckpointLoader(load_path=str(checkpoint), load_dict=dict(load_dict), map_location="cpu")]
