@@ -1,13 +1,15 @@
-"""Shared test fixtures: the team's data folder (``../shared/data``) when it is there."""
+"""Shared test fixtures: the bundle's sample radiographs, DICOMs made from them, the team's data folder."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/dicom_fixtures.py
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -31,3 +33,20 @@ SAMPLES = REPO / "bundle" / "sample"
 def sample_images() -> list[Path]:
     """The redistributable sample radiographs shipped with the bundle (always present)."""
     return sorted(SAMPLES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def radiograph_u8(sample_images):
+    """A real radiograph (a bundle sample), downsized to 288 x 256 (rows x columns), uint8."""
+    from dicom_fixtures import load_source
+
+    return load_source(sample_images[0], (256, 288))
+
+
+@pytest.fixture(scope="session")
+def dicom_zoo(tmp_path_factory, radiograph_u8):
+    """Every kind of :data:`dicom_fixtures.KINDS`, written from one real radiograph; kind -> path."""
+    from dicom_fixtures import KINDS, write_dicom
+
+    folder = tmp_path_factory.mktemp("dicom_zoo")
+    return {kind: write_dicom(folder / f"{kind}.dcm", radiograph_u8, kind) for kind in KINDS}

@@ -100,6 +100,9 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
         raise CXRInputError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from e
+    if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
+        # read with force=True, anything parses: a file without these is no DICOM image at all
+        raise CXRInputError(path, "not an image (no DICOM image elements found)")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = _text(ds, "SOPClassUID")
         name = getattr(ds.get("SOPClassUID"), "name", "") if sop else ""
