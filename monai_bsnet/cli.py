@@ -62,6 +62,22 @@ def predict(args: argparse.Namespace) -> int:
     return 0 if records and not failed else (1 if records else 2)
 
 
+STAGE_CONFIGS = {
+    "segmentation": ["train.json", "train_segmentation.json"],
+    "alignment": ["train.json", "train_alignment.json"],
+    "scoring": ["train.json"],
+}
+
+
+def run_bundle(config_files: list[str], extra: list[str]) -> int:
+    """``python -m monai.bundle run`` on the bundle's configs; ``extra`` are its ``--key value`` overrides."""
+    import subprocess
+
+    configs = [str(BUNDLE_DIR / "configs" / name) for name in config_files]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs), "--bundle_root", str(BUNDLE_DIR), *extra]
+    return subprocess.call(command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bsnet", description=f"BS-Net Brixia scoring of chest X-rays. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"monai-bsnet {__version__}")
@@ -76,7 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--batch-size", type=int, default=4)
     pred.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    trn = commands.add_parser(
+        "train", help="train one stage with the bundle's configs (other --key value options go to the bundle)"
+    )
+    trn.add_argument("--stage", choices=sorted(STAGE_CONFIGS), required=True)
+    ev = commands.add_parser("evaluate", help="evaluate a checkpoint with the bundle's evaluate.json (--key value options go to the bundle)")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("train", "evaluate"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "architecture":
@@ -89,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(args.weights).is_file():
             parser.exit(2, f"bsnet: error: no BS-Net weights at {args.weights} (use --weights or set BSNET_WEIGHTS)\n")
         return predict(args)
+    elif args.command == "train":
+        return run_bundle(STAGE_CONFIGS[args.stage], extra)
+    elif args.command == "evaluate":
+        return run_bundle(["train.json", "evaluate.json"], extra)
     return 0
 
 

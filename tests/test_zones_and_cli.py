@@ -43,3 +43,17 @@ def test_bsnet_rejects_a_bad_image_size():
         [sys.executable, "-m", "monai_bsnet.cli", "architecture", "--image-size", "500"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "multiple of 32" in result.stderr
+
+
+def test_bsnet_train_runs_a_stage_through_the_bundle(shared_data, tmp_path):
+    masks = f"monai_bsnet.data.lungseg_datalist('{shared_data / 'lungseg'}', split='train')[:6]"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai_bsnet.cli", "train", "--stage", "alignment",
+         "--datalist", f"$[{{'image': d['mask'], 'label': d['mask'], 'patient_id': d['patient_id']}} for d in {masks}]",
+         "--max_epochs", "1", "--batch_size", "2", "--num_workers", "0",
+         "--ckpt_dir", str(tmp_path), "--output_dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "alignment.pt").is_file()
+    assert "val_aligned_dice" in result.stdout + result.stderr
