@@ -184,10 +184,10 @@ def write_image_outputs(
                 if nifti:
                     _save_like_nifti(array, nifti_reference, tmp)
                 else:
-                    Image.fromarray(array).save(tmp, format="PNG")
+                    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)  # fast; masks compress well anyway
             written.append(paths[key])
         with atomic_path(paths["overlay"]) as tmp:
-            overlay.save(tmp, format="PNG")
+            overlay.save(tmp, format="PNG", compress_level=1)
         written.append(paths["overlay"])
         record["outputs"] = {k: str(v) for k, v in paths.items() if k != "record"}
         write_json(record, paths["record"])

@@ -50,3 +50,15 @@ def dicom_zoo(tmp_path_factory, radiograph_u8):
 
     folder = tmp_path_factory.mktemp("dicom_zoo")
     return {kind: write_dicom(folder / f"{kind}.dcm", radiograph_u8, kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def shared_dicom_zoo(tmp_path_factory, shared_data):
+    """``(source, {kind: path})``: every kind of :data:`dicom_fixtures.KINDS` written from the last of
+    the team's 2000 x 2000 sample radiographs (not one the bundle ships), downsized to 256 x 256;
+    skips where ``../shared/data`` is absent."""
+    from dicom_fixtures import KINDS, load_source, write_dicom
+
+    source = load_source(sorted((shared_data / "samples").glob("*.jpg"))[-1], 256)
+    folder = tmp_path_factory.mktemp("shared_dicom_zoo")
+    return source, {kind: write_dicom(folder / f"{kind}.dcm", source, kind) for kind in KINDS}

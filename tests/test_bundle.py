@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
+from PIL import Image
 
 from monai_bsnet.networks import BSNet, BSNetZoneProbabilities
 
@@ -87,3 +90,35 @@ def test_bsnet_predict_without_weights_says_so(tmp_path):
         capture_output=True, text=True,
     )
     assert cli.returncode == 2 and "no BS-Net weights" in cli.stderr
+
+
+def test_inference_config_on_generated_dicom_png_and_jpeg(checkpoint, dicom_zoo, radiograph_u8, tmp_path):
+    folder = next(iter(dicom_zoo.values())).parent
+    Image.fromarray(radiograph_u8).save(tmp_path / "grey.png")
+    Image.fromarray(radiograph_u8).convert("RGB").save(tmp_path / "colour.jpg")
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(REPO / "bundle"), "ckpt_path": str(checkpoint)})
+    records = parser.get_parsed_content("predictor").run([folder, tmp_path / "grey.png", tmp_path / "colour.jpg"], tmp_path / "out", progress=False)
+    table = rows(tmp_path / "out" / "results.csv")
+    assert len(table) == len(dicom_zoo) + 2 and all(r["status"] == "ok" for r in table), [r for r in table if r["status"] != "ok"]
+    for record in records:
+        assert Image.open(record["outputs"]["lung_mask"]).size == (256, 288)  # (width, height) of the source
+    dicom = next(r for r in records if r["input"].endswith("cr_mono2_12bit.dcm"))
+    assert dicom["image"]["modality"] == "CR" and dicom["image"]["patient_id"] == "CXR-TEST-001"
+
+
+def test_two_process_evaluation_gathers_every_image(checkpoint, shared_data, tmp_path):
+    files = "['bundle/configs/train.json','bundle/configs/evaluate.json','bundle/configs/multi_gpu_evaluate.json']"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
+        "-m", "monai.bundle", "run", "--config_file", files,
+        "--eval_datalist", f"$monai_bsnet.data.brixia_public_datalist('{shared_data / 'brixia-public'}')[:5]",
+        "--ckpt_path", str(checkpoint), "--image_size", "128", "--batch_size", "2", "--num_workers", "0",
+        "--output_dir", str(tmp_path),
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert report["n_images"] == 5  # 3 + 2 images from the two processes, none padded

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["ZONE_BANDS", "zone_index_map", "zone_label_map"]
 
@@ -23,9 +22,9 @@ def zone_index_map(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     the network frame and the original image.
     """
     height, width = int(size[0]), int(size[1])
-    theta = theta.detach().double().cpu()
-    ys = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
-    xs = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    theta = theta.detach().float().cpu()
+    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     points = torch.stack([grid_x, grid_y], dim=-1) - theta[:, 2]  # (H, W, 2), x first as in theta
     aligned = points @ torch.linalg.inv(theta[:, :2]).T
@@ -52,9 +51,14 @@ def zone_label_map(zone_index: torch.Tensor, scores: Sequence[int], lung: torch.
     out = torch.zeros(zone_index.shape, dtype=torch.uint8)
     inside = (zone_index >= 0) & lung.bool()
     out[inside] = labels[zone_index[inside]]
-    # a pixel whose 3x3 neighbourhood holds another zone is a border pixel
-    padded = F.pad(zone_index[None, None].float(), (1, 1, 1, 1), mode="replicate")
-    highest = F.max_pool2d(padded, 3, stride=1)[0, 0]
-    lowest = -F.max_pool2d(-padded, 3, stride=1)[0, 0]
-    out[highest != lowest] = 0
+    # a pixel next to (or diagonal to) another zone is a border pixel
+    z = zone_index
+    border = torch.zeros(z.shape, dtype=torch.bool)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = z[dy:, max(dx, 0) : z.shape[1] + min(dx, 0)]
+        b = z[: z.shape[0] - dy, max(-dx, 0) : z.shape[1] - max(dx, 0)]
+        differs = a != b
+        border[dy:, max(dx, 0) : z.shape[1] + min(dx, 0)] |= differs
+        border[: z.shape[0] - dy, max(-dx, 0) : z.shape[1] - max(dx, 0)] |= differs
+    out[border] = 0
     return out

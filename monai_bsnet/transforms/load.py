@@ -167,6 +167,8 @@ def _dicom_grey(ds, stored: np.ndarray, apply_modality_lut, apply_voi_lut) -> tu
     # the nominal range goes through the same modality LUT as the pixels (pydicom does the maths)
     lo, hi = (float(v) for v in apply_modality_lut(extremes, ds))
     image = apply_modality_lut(stored, ds)
+    if image.dtype.kind == "f" and np.array_equal(image, np.round(image)):
+        image = image.astype(np.int64)  # an identity rescale (DX files carry slope 1, intercept 0)
     voi_lut = ds.get("VOILUTSequence")
     if voi_lut:
         lut = np.asarray(voi_lut[0].LUTData, dtype=np.float64)
