@@ -57,13 +57,14 @@ def synchronize(device: str) -> None:
 
 
 def bench_bsnet(args: argparse.Namespace) -> dict:
+    import pydicom
     import torch
 
     from monai_bsnet.inference import BrixiaPredictor
     from monai_bsnet.networks import BSNet
 
     torch.manual_seed(0)
-    predictor = BrixiaPredictor(BSNet(), device=args.device, batch_size=args.batch_size, amp=args.amp)
+    predictor = BrixiaPredictor(BSNet(), device=args.device, batch_size=args.batch_size, precision=args.precision)
     work = Path(tempfile.mkdtemp(prefix="bsnet-bench-"))
     try:
         predictor.run([SAMPLE_DICOM], work / "warmup", progress=False)
@@ -76,8 +77,11 @@ def bench_bsnet(args: argparse.Namespace) -> dict:
             assert records[0]["status"] == "ok", records[0]
         batch_dir = work / "batch"
         batch_dir.mkdir()
-        for i in range(args.batch_images):
-            shutil.copy(SAMPLE_DICOM, batch_dir / f"image{i:03d}.dcm")
+        for i in range(args.batch_images):  # distinct series, or they would count as one input
+            ds = pydicom.dcmread(SAMPLE_DICOM)
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(batch_dir / f"image{i:03d}.dcm")
         start = time.perf_counter()
         predictor.run([batch_dir], work / "batch_out", progress=False)
         synchronize(args.device)
@@ -94,7 +98,7 @@ def bench_bsnet(args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "pipeline": "BS-Net (monai-bsnet), 512 px, 2000x2000 DICOM in, all outputs written",
+        "pipeline": f"BS-Net (monai-bsnet), 512 px, {args.precision}, 2000x2000 DICOM in, all outputs written",
         "end_to_end": summary(latencies),
         "throughput_images_per_s": throughput,
         "network_forward": summary(forward),
@@ -163,7 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch-images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--amp", action="store_true", help="BS-Net in autocast (GPU)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="BS-Net arithmetic")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--part", choices=["bsnet", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,7 +191,7 @@ def main() -> None:
     }
     for part in ("bsnet", "peer"):
         command = [sys.executable, __file__, "--part", part, "--device", args.device, "--repeats", str(args.repeats),
-                   "--batch-images", str(args.batch_images), "--batch-size", str(args.batch_size)] + (["--amp"] if args.amp else [])
+                   "--batch-images", str(args.batch_images), "--batch-size", str(args.batch_size), "--precision", args.precision]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         results[part] = json.loads(out.strip().splitlines()[-1])
 
@@ -201,7 +205,7 @@ def main() -> None:
     ]
     for name, get in rows:
         print(f"{name:34}{get(results['bsnet']):>14.3f}{get(results['peer']):>18.3f}")
-    output = args.output or REPO / "benchmarks" / "results" / f"{args.device.split(':')[0]}-{platform.node()}.json"
+    output = args.output or REPO / "benchmarks" / "results" / f"{args.device.split(':')[0]}-{args.precision}-{platform.node()}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {output}")
