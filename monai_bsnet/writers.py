@@ -137,12 +137,15 @@ def render_overlay(
     draw = ImageDraw.Draw(picture)
     side = min(size)
     font, small = _font(max(12, side // 22)), _font(max(10, side // 40))
+    step = 4  # letter positions need no full-resolution search
+    coarse_index, coarse_lung = index[::step, ::step], lung_small[::step, ::step]
     for z, name in enumerate(ZONE_NAMES):
-        ys, xs = np.nonzero((index == z) & lung_small)  # the letter goes on the zone's lung
+        ys, xs = np.nonzero((coarse_index == z) & coarse_lung)  # the letter goes on the zone's lung
         if len(ys) == 0:
-            ys, xs = np.nonzero(index == z)
+            ys, xs = np.nonzero(coarse_index == z)
         if len(ys) == 0:
             continue
+        ys, xs = ys * step, xs * step
         text = f"{name}:{int(scores[z])}"
         draw.text((float(xs.mean()), float(ys.mean())), text, fill=(255, 255, 255), font=font, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
     total = sum(int(s) for s in scores)

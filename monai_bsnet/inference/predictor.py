@@ -62,7 +62,8 @@ class _FileDataset(Dataset):
             "index": index,
             "image": image.as_tensor()[0].numpy(),
             "meta": dict(image.meta),
-            "net_input": torch.as_tensor(net_input).float(),
+            # a plain tensor: MetaTensor's per-operation bookkeeping would slow every layer down
+            "net_input": net_input.as_tensor().float() if hasattr(net_input, "as_tensor") else torch.as_tensor(net_input).float(),
             "load_seconds": time.perf_counter() - start,
         }
 

@@ -22,13 +22,13 @@ def zone_index_map(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     the network frame and the original image.
     """
     height, width = int(size[0]), int(size[1])
-    theta = theta.detach().float().cpu()
-    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
-    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    points = torch.stack([grid_x, grid_y], dim=-1) - theta[:, 2]  # (H, W, 2), x first as in theta
-    aligned = points @ torch.linalg.inv(theta[:, :2]).T
-    u, v = (aligned[..., 0] + 1) / 2, (aligned[..., 1] + 1) / 2  # fractions of the aligned frame
+    inverse = torch.linalg.inv(theta.detach().double().cpu()[:, :2]).float()
+    shift = theta.detach().float().cpu()[:, 2]
+    xs = ((torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1 - shift[0])[None, :]
+    ys = ((torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1 - shift[1])[:, None]
+    # aligned = inverse @ (point - shift), written out so that rows and columns broadcast
+    u = (inverse[0, 0] * xs + inverse[0, 1] * ys + 1) / 2  # fractions of the aligned frame
+    v = (inverse[1, 0] * xs + inverse[1, 1] * ys + 1) / 2
     row = (v >= ZONE_BANDS[0]).long() + (v >= ZONE_BANDS[1]).long()
     column = (u >= 0.5).long()  # image left = patient's right lung = zones A, B, C
     index = column * 3 + row
@@ -47,10 +47,10 @@ def zone_label_map(zone_index: torch.Tensor, scores: Sequence[int], lung: torch.
         scores: six zone scores, A..F.
         lung: (H, W) boolean lung mask in the same geometry.
     """
-    labels = torch.as_tensor([int(s) + 1 for s in scores], dtype=torch.uint8)
-    out = torch.zeros(zone_index.shape, dtype=torch.uint8)
-    inside = (zone_index >= 0) & lung.bool()
-    out[inside] = labels[zone_index[inside]]
+    # index -1 (outside the frame) picks the leading 0, zones 0..5 their score + 1
+    lookup = torch.as_tensor([0] + [int(s) + 1 for s in scores], dtype=torch.uint8)
+    out = lookup[zone_index + 1]
+    out[~lung.bool()] = 0
     # a pixel next to (or diagonal to) another zone is a border pixel
     z = zone_index
     border = torch.zeros(z.shape, dtype=torch.bool)
