@@ -79,7 +79,8 @@ class BrixiaPredictor:
         network: a :class:`~monai_bsnet.networks.BSNet` (or ``BSNetZoneProbabilities``) with its
             weights loaded.
         device: where the network runs.
-        batch_size: images per network call.
+        batch_size: images loaded together, and per network call on a GPU. On a CPU the network takes
+            one image at a time: batching buys no speed there and multiplies the activation memory.
         num_workers: data-loading processes (0: load in the main process).
         lung_threshold: probability above which a pixel is lung.
         model_name: written into every record.
@@ -211,7 +212,10 @@ class BrixiaPredictor:
             if not good:
                 continue
             start = time.perf_counter()
-            out = self.forward(torch.stack([b["net_input"] for b in good]))
+            net_inputs = torch.stack([b["net_input"] for b in good])
+            chunks = net_inputs.split(1 if self.device.type == "cpu" else len(good))
+            parts = [self.forward(chunk) for chunk in chunks]
+            out = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
             network_share = (time.perf_counter() - start) / len(good)
             for k, b in enumerate(good):
                 item = items[b["index"]]
