@@ -56,7 +56,10 @@ def cohen_severity_datalist(
     csv_path, images_dir = absolute(csv_path), absolute(images_dir)
     table = read_table(csv_path, ["filename", "geographic_mean", "opacity_mean"], "Cohen severity scores")
     check_unique(table, "filename", csv_path)
-    patients = _patients(absolute(images_csv) if images_csv is not None else csv_path.parent / "images.csv", required=images_csv is not None)
+    if images_csv is None:
+        patients = _patients(csv_path.parent / "images.csv", required=False)
+    else:
+        patients = _patients(absolute(images_csv), required=True)
     items = []
     for index, row in table.iterrows():
         where = f"line {csv_line(index)} ({row['filename']})"
