@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train", help="train one stage with the bundle's configs (other --key value options go to the bundle)"
     )
     trn.add_argument("--stage", choices=sorted(STAGE_CONFIGS), required=True)
-    ev = commands.add_parser("evaluate", help="evaluate a checkpoint with the bundle's evaluate.json (--key value options go to the bundle)")
+    commands.add_parser("evaluate", help="evaluate a checkpoint with the bundle's evaluate.json (--key value options go to the bundle)")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "evaluate"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
