@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
@@ -122,3 +124,13 @@ def test_two_process_evaluation_gathers_every_image(checkpoint, shared_data, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert report["n_images"] == 5  # 3 + 2 images from the two processes, none padded
+
+
+def test_sample_dicom_is_a_conformant_secondary_capture():
+    sample = REPO / "bundle" / "sample" / "4d98e1de.dcm"
+    ds = pydicom.dcmread(sample)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dicom3tools' dciodvfy is not installed")
+    result = subprocess.run(["dciodvfy", str(sample)], capture_output=True, text=True)
+    assert "Error" not in result.stdout + result.stderr, result.stdout + result.stderr
