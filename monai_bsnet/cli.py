@@ -54,7 +54,12 @@ def predict(args: argparse.Namespace) -> int:
     network = load_weights(BSNet(), args.weights)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     predictor = BrixiaPredictor(
-        network, device=device, batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision
+        network,
+        device=device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        precision=args.precision,
+        dicom_outputs=args.dicom_outputs,
     )
     records = predictor.run(args.inputs, args.output, progress=not args.quiet)
     failed = [r for r in records if r["status"] != "ok"]
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     pred.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
                       help="network arithmetic (bfloat16: faster on recent CPUs and GPUs)")
+    pred.add_argument("--dicom-outputs", action="store_true",
+                      help="for DICOM inputs, also write DICOM SEG (lungs, zones) and SR (scores) for the PACS")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     trn = commands.add_parser(
         "train", help="train one stage with the bundle's configs (other --key value options go to the bundle)"

@@ -165,11 +165,14 @@ def write_image_outputs(
     zone_labels: np.ndarray,
     overlay: Image.Image,
     nifti_reference: str | os.PathLike | None = None,
+    written_before: Mapping[str, Path] | None = None,
 ) -> dict[str, str]:
     """Write one image's lung mask, zone map, overlay and JSON record; all of them or none.
 
     Masks are PNG (lung 0/255, zone map with the labels 0..4) or, for a NIfTI input, NIfTI files in
-    the input's own voxel grid and affine. The written paths are added to ``record["outputs"]``.
+    the input's own voxel grid and affine. The written paths are added to ``record["outputs"]``, with
+    ``written_before`` (files of this image written by the caller, such as DICOM SEG/SR), which are
+    removed too if this fails.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     nifti = nifti_reference is not None
@@ -180,7 +183,8 @@ def write_image_outputs(
         "overlay": output_dir / f"{name}_overlay.png",
         "record": output_dir / f"{name}.json",
     }
-    written: list[Path] = []
+    earlier = dict(written_before or {})
+    written: list[Path] = list(earlier.values())
     try:
         for key, array in (("lung_mask", lung.astype(np.uint8) * (1 if nifti else 255)), ("zone_map", zone_labels.astype(np.uint8))):
             with atomic_path(paths[key]) as tmp:
@@ -192,7 +196,7 @@ def write_image_outputs(
         with atomic_path(paths["overlay"]) as tmp:
             overlay.save(tmp, format="PNG", compress_level=1)
         written.append(paths["overlay"])
-        record["outputs"] = {k: str(v) for k, v in paths.items() if k != "record"}
+        record["outputs"] = {k: str(v) for k, v in {**paths, **earlier}.items() if k != "record"}
         write_json(record, paths["record"])
         written.append(paths["record"])
     except BaseException:

@@ -1,0 +1,151 @@
+"""Results as DICOM for the PACS: lung and zones as a Segmentation, the scores as a Structured Report.
+
+Both reference the scored image (its SOP instance) and are made with highdicom, which follows the
+standard's templates: the report is a TID 1500 Measurement Report with one measurement per zone and
+the global score. No standard codes exist for Brixia zones, so they use the private coding scheme
+``99BSNET`` (private schemes start with "99").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from highdicom.sr import CodedConcept
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from monai_bsnet.writers import atomic_path
+from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
+
+__all__ = ["brixia_segmentation", "brixia_report", "write_dicom_results", "BRIXIA_SCHEME"]
+
+BRIXIA_SCHEME = "99BSNET"
+_SCORE_UNIT = CodedConcept("{score}", "UCUM", "score")
+_MANUFACTURER = "monai-bsnet"
+
+
+def _zone_concept(zone: str) -> CodedConcept:
+    return CodedConcept(f"BRIXIA-{zone}", BRIXIA_SCHEME, f"Brixia score, zone {zone}")
+
+
+def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: np.ndarray, version: str) -> hd.seg.Segmentation:
+    """A binary DICOM Segmentation of ``source``: segment 1 the lungs, segments 2-7 zones A-F within them.
+
+    Args:
+        source: the scored image.
+        lung: (rows, columns) boolean lung mask in the image's geometry.
+        zone_index: (rows, columns) zone index 0..5 (A..F), -1 outside the zones.
+        version: software version written into the object.
+    """
+    algorithm = hd.AlgorithmIdentificationSequence(name="BS-Net", family=codes.cid7162.ArtificialIntelligence, version=version)
+
+    def segment(number: int, label: str) -> hd.seg.SegmentDescription:
+        return hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=codes.SCT.Lung,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+
+    descriptions = [segment(1, "Lungs")] + [
+        segment(z + 2, f"Brixia zone {name} ({ZONE_LUNG[name]} lung, {ZONE_LEVEL[name]})") for z, name in enumerate(ZONE_NAMES)
+    ]
+    masks = [lung] + [(zone_index == z) & lung for z in range(len(ZONE_NAMES))]
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=np.stack(masks, axis=-1)[None].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=901,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        manufacturer_model_name="BS-Net",
+        software_versions=version,
+        device_serial_number="none",
+        omit_empty_frames=False,
+    )
+    # type 2C for images without a patient-space orientation (CR, DX, secondary captures)
+    seg.PatientOrientation = source.get("PatientOrientation", ["", ""]) or ["", ""]
+    return seg
+
+
+def brixia_report(source: pydicom.Dataset, record: Mapping[str, Any], version: str) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 Measurement Report of ``source`` with the six zone scores and the global score."""
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(), name="BS-Net", model_name=f"{_MANUFACTURER} {version}"
+        ),
+    )
+    image = hd.sr.SourceImageForMeasurement.from_source_image(source)
+    measurements = [
+        hd.sr.Measurement(name=_zone_concept(z), value=record["zones"][z]["score"], unit=_SCORE_UNIT, referenced_images=[image])
+        for z in ZONE_NAMES
+    ]
+    measurements.append(
+        hd.sr.Measurement(
+            name=CodedConcept("BRIXIA-GLOBAL", BRIXIA_SCHEME, "Brixia score, global"),
+            value=record["global_score"],
+            unit=_SCORE_UNIT,
+            referenced_images=[image],
+        )
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Brixia score"),
+        measurements=measurements,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=CodedConcept("36572-6", "LN", "XR Chest Views"),
+        imaging_measurements=[group],
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_number=902,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        is_complete=True,
+        is_final=False,  # a research result awaits a radiologist's verification
+    )
+
+
+def write_dicom_results(
+    source_path: str | os.PathLike,
+    lung: np.ndarray,
+    zone_index: np.ndarray,
+    record: Mapping[str, Any],
+    output_dir: Path,
+    name: str,
+    version: str,
+) -> dict[str, Path]:
+    """Write ``<name>_seg.dcm`` and ``<name>_sr.dcm`` for a DICOM input; both or neither."""
+    source = pydicom.dcmread(source_path)
+    objects = {
+        "dicom_seg": (output_dir / f"{name}_seg.dcm", brixia_segmentation(source, lung, zone_index, version)),
+        "dicom_sr": (output_dir / f"{name}_sr.dcm", brixia_report(source, record, version)),
+    }
+    written: dict[str, Path] = {}
+    try:
+        for key, (path, dataset) in objects.items():
+            with atomic_path(path) as tmp:
+                dataset.save_as(tmp)
+            written[key] = path
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    return written
