@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from monai_bsnet.metrics import as_zone_scores, brixia_metrics, global_confusion_matrix, zone_confusion_matrix
-from monai_bsnet.plots import plot_confusion_matrix
+from monai_bsnet.plots import plot_bland_altman, plot_confusion_matrix, plot_zone_mae
 from monai_bsnet.zones import ZONE_NAMES
 
 __all__ = ["BrixiaEvaluationSaver", "write_evaluation", "consensus_metrics"]
@@ -46,7 +46,8 @@ def write_evaluation(
     consensus_mode: Any = None,
     title: str = "",
 ) -> dict[str, Any]:
-    """Write ``metrics.json``, ``confusion_zone.png``, ``confusion_global.png`` and ``scores.csv``.
+    """Write ``metrics.json``, ``scores.csv`` and the plots ``confusion_zone.png``,
+    ``confusion_global.png``, ``bland_altman_global.png`` and ``zone_mae.png``.
 
     Args:
         pred: predicted zone scores (N, 6) or class scores (N, 6, 4).
@@ -65,6 +66,8 @@ def write_evaluation(
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_confusion_matrix(zone_confusion_matrix(p, t), out / "confusion_zone.png", f"{title} zone scores (n={p.size})".strip())
     plot_confusion_matrix(global_confusion_matrix(p, t), out / "confusion_global.png", f"{title} global score (n={len(p)})".strip())
+    plot_bland_altman(p.sum(1), t.sum(1), out / "bland_altman_global.png", f"{title} global score".strip())
+    plot_zone_mae(report["per_zone_mae"], out / "zone_mae.png", title or "BS-Net")
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", *[f"pred_{z}" for z in ZONE_NAMES], *[f"true_{z}" for z in ZONE_NAMES], "pred_global", "true_global"])

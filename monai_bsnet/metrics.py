@@ -18,11 +18,12 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric, compute_dice
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from monai_bsnet.zones import MAX_GLOBAL_SCORE, NUM_SCORES, NUM_ZONES
+from monai_bsnet.zones import MAX_GLOBAL_SCORE, NUM_SCORES, NUM_ZONES, ZONE_NAMES
 
 __all__ = [
     "as_zone_scores",
     "zone_mae",
+    "per_zone_mae",
     "global_mae",
     "zone_accuracy",
     "weighted_kappa",
@@ -68,6 +69,12 @@ def global_mae(pred: ArrayLike, target: ArrayLike) -> float:
     """Mean absolute error of the global score (sum of the six zones, 0..18)."""
     p, t = _pair(pred, target)
     return float(np.abs(p.sum(1) - t.sum(1)).mean())
+
+
+def per_zone_mae(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
+    """Mean absolute error of each zone, A..F."""
+    p, t = _pair(pred, target)
+    return {zone: float(v) for zone, v in zip(ZONE_NAMES, np.abs(p - t).mean(axis=0))}
 
 
 def zone_accuracy(pred: ArrayLike, target: ArrayLike) -> float:
@@ -116,7 +123,7 @@ METRICS: dict[str, Callable[[ArrayLike, ArrayLike], Any]] = {
 
 def brixia_metrics(pred: ArrayLike, target: ArrayLike) -> dict[str, Any]:
     """All metrics of :data:`METRICS`, confusion matrices as nested lists (ready for JSON)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"per_zone_mae": per_zone_mae(pred, target)}
     for name, fn in METRICS.items():
         value = fn(pred, target)
         out[name] = value.tolist() if isinstance(value, np.ndarray) else value

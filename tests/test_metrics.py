@@ -94,3 +94,13 @@ def test_ignite_handler_accumulates_batches_like_the_function(ratings, name):
     state = engine.run(batches)
     expected = M.METRICS[name](pred, target)
     assert np.allclose(np.asarray(state.metrics[name]), np.asarray(expected))
+
+
+def test_per_zone_mae(ratings):
+    pred, target = ratings
+    per_zone = M.per_zone_mae(pred, target)
+    assert list(per_zone) == list("ABCDEF")
+    for z, zone in enumerate("ABCDEF"):
+        assert per_zone[zone] == pytest.approx(mean_absolute_error(target[:, z], pred[:, z]))
+    assert np.mean(list(per_zone.values())) == pytest.approx(M.zone_mae(pred, target))
+    assert M.brixia_metrics(pred, target)["per_zone_mae"] == per_zone

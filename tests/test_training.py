@@ -132,8 +132,9 @@ def test_evaluation_writes_metrics_plots_and_scores(chain, shared_data, tmp_path
     pred = np.array([[int(v) for v in r[1:7]] for r in rows])
     true = np.array([d["label"] for d in data])
     assert report["zone_mae"] == pytest.approx(np.abs(pred - true).mean())
-    for name in ("confusion_zone.png", "confusion_global.png"):
+    for name in ("confusion_zone.png", "confusion_global.png", "bland_altman_global.png", "zone_mae.png"):
         assert (out / name).stat().st_size > 1000
+    assert report["per_zone_mae"]["A"] == pytest.approx(np.abs(pred[:, 0] - true[:, 0]).mean())
 
 
 def test_two_process_ddp_training_with_gloo(shared_data, tmp_path):
