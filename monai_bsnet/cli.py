@@ -103,6 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--dicom-outputs", action="store_true",
                       help="for DICOM inputs, also write DICOM SEG (lungs, zones) and SR (scores) for the PACS")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = commands.add_parser("report", help="HTML timelines of the scores per patient, from a `bsnet predict` output")
+    rep.add_argument("results", help="the output folder of `bsnet predict` (or its results.csv)")
+    rep.add_argument("--by-patient", action="store_true", default=True, help="one timeline per patient (the only mode)")
+    rep.add_argument("--output", "-o", default=None, help="HTML file (default: RESULTS/report.html)")
+    rep.add_argument("--metadata", default=None, help="CSV giving patient and date of non-DICOM inputs, by file name")
+    rep.add_argument("--file-column", default="filename")
+    rep.add_argument("--patient-column", default="patient_id")
+    rep.add_argument("--date-column", default="date")
+    rep.add_argument("--serial-only", action="store_true", help="only patients with two exams or more")
     trn = commands.add_parser(
         "train", help="train one stage with the bundle's configs (other --key value options go to the bundle)"
     )
@@ -123,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(args.weights).is_file():
             parser.exit(2, f"bsnet: error: no BS-Net weights at {args.weights} (use --weights or set BSNET_WEIGHTS)\n")
         return predict(args)
+    elif args.command == "report":
+        from monai_bsnet.serial_report import load_exams, write_patient_report
+
+        exams = load_exams(args.results, args.metadata, args.file_column, args.patient_column, args.date_column)
+        results = Path(args.results)
+        output = args.output or (results.parent if results.is_file() else results) / "report.html"
+        path = write_patient_report(exams, output, min_exams=2 if args.serial_only else 1)
+        print(f"{len({e['patient_id'] for e in exams})} patients, {len(exams)} exams: {path}")
     elif args.command == "train":
         return run_bundle(STAGE_CONFIGS[args.stage], extra)
     elif args.command == "evaluate":
