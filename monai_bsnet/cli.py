@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--patient-column", default="patient_id")
     rep.add_argument("--date-column", default="date")
     rep.add_argument("--serial-only", action="store_true", help="only patients with two exams or more")
+    sto = commands.add_parser("store", help="store the DICOM SEG/SR results of `bsnet predict --dicom-outputs` into a PACS")
+    sto.add_argument("results", help="the output folder of `bsnet predict --dicom-outputs`")
+    sto.add_argument("--url", required=True, help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
     trn = commands.add_parser(
         "train", help="train one stage with the bundle's configs (other --key value options go to the bundle)"
     )
@@ -140,6 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = args.output or (results.parent if results.is_file() else results) / "report.html"
         path = write_patient_report(exams, output, min_exams=2 if args.serial_only else 1)
         print(f"{len({e['patient_id'] for e in exams})} patients, {len(exams)} exams: {path}")
+    elif args.command == "store":
+        from monai_bsnet.dicom_writers import store_dicomweb
+
+        files = sorted(Path(args.results).glob("*_seg.dcm")) + sorted(Path(args.results).glob("*_sr.dcm"))
+        if not files:
+            parser.exit(2, f"bsnet: error: no *_seg.dcm or *_sr.dcm in {args.results} (run predict with --dicom-outputs)\n")
+        try:
+            stored = store_dicomweb(args.url, files)
+        except RuntimeError as e:
+            parser.exit(1, f"bsnet: error: {e}\n")
+        print(f"stored {len(stored)} DICOM objects into {args.url}")
     elif args.command == "train":
         return run_bundle(STAGE_CONFIGS[args.stage], extra)
     elif args.command == "evaluate":

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from monai_bsnet.writers import atomic_path
 from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
 
-__all__ = ["brixia_segmentation", "brixia_report", "write_dicom_results", "BRIXIA_SCHEME"]
+__all__ = ["brixia_segmentation", "brixia_report", "write_dicom_results", "store_dicomweb", "BRIXIA_SCHEME"]
 
 BRIXIA_SCHEME = "99BSNET"
 _SCORE_UNIT = CodedConcept("{score}", "UCUM", "score")
@@ -149,3 +149,24 @@ def write_dicom_results(
             path.unlink(missing_ok=True)
         raise
     return written
+
+
+def store_dicomweb(url: str, paths: list[Path]) -> list[str]:
+    """Store DICOM files into a PACS with DICOMweb STOW-RS (Orthanc: ``http://host:8042/dicom-web``).
+
+    Returns the SOP instance UIDs stored; raises on the first refusal, naming the file.
+    """
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url)
+    # a busy PACS gets two more tries; a dead one fails within seconds instead of half a minute
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    stored = []
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        try:
+            client.store_instances([dataset])
+        except Exception as e:  # requests' HTTPError and connection errors alike
+            raise RuntimeError(f"{path}: the PACS at {url} did not store it ({type(e).__name__}: {e})") from e
+        stored.append(str(dataset.SOPInstanceUID))
+    return stored

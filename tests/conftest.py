@@ -62,3 +62,54 @@ def shared_dicom_zoo(tmp_path_factory, shared_data):
     source = load_source(sorted((shared_data / "samples").glob("*.jpg"))[-1], 256)
     folder = tmp_path_factory.mktemp("shared_dicom_zoo")
     return source, {kind: write_dicom(folder / f"{kind}.dcm", source, kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with its DICOMweb plugin on a free loopback port; yields its base URL."""
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("Orthanc")
+    plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+    if binary is None or not plugin.is_file():
+        pytest.skip("Debian's orthanc and orthanc-dicomweb are not installed (.ci/run installs them)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("orthanc")
+    config = {
+        "Name": "bsnet-tests",
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(plugin)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = open(folder / "orthanc.log", "w")
+    process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):  # up to 20 s
+            try:
+                urllib.request.urlopen(f"{url}/system", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"Orthanc exited: {(folder / 'orthanc.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+        else:
+            pytest.fail("Orthanc did not answer within 20 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
