@@ -91,6 +91,7 @@ class BrixiaEvaluationSaver:
 
     def __init__(self, output_dir: str | os.PathLike, title: str = "") -> None:
         self.output_dir, self.title = output_dir, title
+        self.items: list[Mapping[str, Any]] = []
         self.report: dict[str, Any] = {}
 
     def attach(self, engine) -> None:
@@ -101,7 +102,7 @@ class BrixiaEvaluationSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
     def _reset(self, engine) -> None:
-        self.items: list[Mapping[str, Any]] = []
+        self.items = []
 
     def _collect(self, engine) -> None:
         # MONAI engines decollate: state.output holds image/label/pred per item, state.batch the rest

@@ -91,6 +91,7 @@ def test_records_agree_with_the_table(scored):
         assert on_disk["zones"]["A"]["lung"] == "right" and on_disk["zones"]["D"]["lung"] == "left"
         assert float(row["global_expected"]) == pytest.approx(on_disk["global_expected"], abs=1e-3)
         assert on_disk["model"]["version"] and "research use only" in on_disk["disclaimer"].lower()
+        assert set(on_disk["timing_seconds"]) == {"load_and_preprocess", "network", "postprocess"}
 
 
 def test_masks_and_zone_maps_have_the_original_geometry(scored):

@@ -94,7 +94,6 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path, force=True)
@@ -131,7 +130,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise CXRInputError(path, f"3D pixel data of shape {stored.shape}: a single 2D radiograph is expected")
 
     if photometric.startswith("MONOCHROME"):
-        image, (lo, hi) = _dicom_grey(ds, stored, apply_modality_lut, apply_voi_lut)
+        image, (lo, hi) = _dicom_grey(ds, stored)
     else:  # colour: a screenshot or secondary capture of a grey image
         if photometric.startswith("YBR") and not ds.file_meta.TransferSyntaxUID.is_compressed:
             image = stored[..., 0].astype(np.float64)  # Y is the luma already
@@ -159,16 +158,20 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return image, meta
 
 
-def _dicom_grey(ds, stored: np.ndarray, apply_modality_lut, apply_voi_lut) -> tuple[np.ndarray, tuple[float, float]]:
+def _dicom_grey(ds, stored: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """Modality and VOI LUTs on a grey image; returns the values and their nominal (black, white) range."""
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
     bits = int(ds.get("BitsStored", 8 * stored.itemsize))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
-    # the nominal range goes through the same modality LUT as the pixels (pydicom does the maths)
-    lo, hi = (float(v) for v in apply_modality_lut(extremes, ds))
-    image = apply_modality_lut(stored, ds)
-    if image.dtype.kind == "f" and np.array_equal(image, np.round(image)):
-        image = image.astype(np.int64)  # an identity rescale (DX files carry slope 1, intercept 0)
+    image = stored
+    # an identity rescale (DX files must carry slope 1, intercept 0) would only turn the integers into
+    # floats, which pydicom's VOI LUT then warns about: apply the modality LUT when it changes values
+    if "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1)) != 1 or float(ds.get("RescaleIntercept", 0)) != 0:
+        image = apply_modality_lut(stored, ds)
+        extremes = apply_modality_lut(extremes, ds)  # the nominal range goes through the same LUT
+    lo, hi = (float(v) for v in extremes)
     voi_lut = ds.get("VOILUTSequence")
     if voi_lut:
         lut = np.asarray(voi_lut[0].LUTData, dtype=np.float64)
