@@ -50,6 +50,7 @@ def predict(args: argparse.Namespace) -> int:
 
     from monai_bsnet.inference import BrixiaPredictor
     from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.severity import mapping_beside
 
     network = load_weights(BSNet(), args.weights)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,6 +61,8 @@ def predict(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         precision=args.precision,
         dicom_outputs=args.dicom_outputs,
+        explain=args.explain,
+        cohen_mapping=mapping_beside(args.weights),
     )
     records = predictor.run(args.inputs, args.output, progress=not args.quiet)
     failed = [r for r in records if r["status"] != "ok"]
@@ -102,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="network arithmetic (bfloat16: faster on recent CPUs and GPUs)")
     pred.add_argument("--dicom-outputs", action="store_true",
                       help="for DICOM inputs, also write DICOM SEG (lungs, zones) and SR (scores) for the PACS")
+    pred.add_argument("--explain", choices=["occlusion", "gradcam"], default=None,
+                      help="also write an explanation map per image (<name>_explain.png/.nii.gz): super-pixel "
+                      "occlusion (~50 s per image on a 2-core CPU) or Grad-CAM (~15 s, coarser)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = commands.add_parser("report", help="HTML timelines of the scores per patient, from a `bsnet predict` output")
     rep.add_argument("results", help="the output folder of `bsnet predict` (or its results.csv)")
@@ -120,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     trn.add_argument("--stage", choices=sorted(STAGE_CONFIGS), required=True)
     commands.add_parser("evaluate", help="evaluate a checkpoint with the bundle's evaluate.json (--key value options go to the bundle)")
+    prep = commands.add_parser(
+        "prepare-data", help="build the training folders brixia-public/ and lungseg/ from local copies of the public sources"
+    )
+    prep.add_argument("--brixia-repo", required=True, help="copy of BrixIA/Brixia-score-COVID-19 (data/public-annotations.csv)")
+    prep.add_argument("--covid-repo", required=True, help="copy of ieee8023/covid-chestxray-dataset (metadata.csv, images/)")
+    prep.add_argument("--v7-zip", default=None,
+                      help="semantic_masks_v7labs_lungs.zip (default: the one inside the installed torchxrayvision)")
+    prep.add_argument("--output", "-o", required=True, help="folder that receives brixia-public/ and lungseg/")
+    prep.add_argument("--overwrite", action="store_true", help="replace existing folders (once the new ones are complete)")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "evaluate"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -158,6 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bundle(STAGE_CONFIGS[args.stage], extra)
     elif args.command == "evaluate":
         return run_bundle(["train.json", "evaluate.json"], extra)
+    elif args.command == "prepare-data":
+        from monai_bsnet.data.prepare import prepare_training_data
+        from monai_bsnet.errors import CXRInputError
+
+        try:
+            done = prepare_training_data(args.brixia_repo, args.covid_repo, args.v7_zip, args.output, overwrite=args.overwrite)
+        except CXRInputError as e:
+            parser.exit(2, f"bsnet: error: {e}\n")
+        for name, folder in done.items():
+            print(f"{name}: {folder.count} images in {folder.path} ({', '.join(f'{k} {v}' for k, v in folder.counts.items())})")
     return 0
 
 

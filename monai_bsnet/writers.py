@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Columns of ``results.csv``, one row per input.
-RESULT_COLUMNS = ("input", "status", *ZONE_NAMES, "global", "global_expected", "error")
+RESULT_COLUMNS = ("input", "status", *ZONE_NAMES, "global", "global_expected", "geographic_extent", "opacity", "error")
 #: Colours of the scores 0..3 (green .. red), as in the BrixIA figures.
 SCORE_COLOURS = ((46, 204, 64), (255, 220, 0), (255, 133, 27), (255, 40, 40))
 
@@ -76,6 +76,8 @@ def csv_row(record: Mapping[str, Any]) -> dict[str, Any]:
             row[zone] = record["zones"][zone]["score"]
         row["global"] = record["global_score"]
         row["global_expected"] = f"{record['global_expected']:.3f}"
+        for key in ("geographic_extent", "opacity"):  # Cohen et al.'s scores: blank without a mapping
+            row[key] = "" if record.get(key) is None else f"{record[key]:.2f}"
     return row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -64,9 +65,10 @@ def shared_dicom_zoo(tmp_path_factory, shared_data):
     return source, {kind: write_dicom(folder / f"{kind}.dcm", source, kind) for kind in KINDS}
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory):
-    """A real Orthanc with its DICOMweb plugin on a free loopback port; yields its base URL."""
+@contextlib.contextmanager
+def running_orthanc(folder: Path):
+    """A real Orthanc with its DICOMweb plugin on a free loopback port, storing into ``folder``;
+    yields its base URL. Skips where Debian's orthanc/orthanc-dicomweb are not installed."""
     import json
     import shutil
     import socket
@@ -81,7 +83,6 @@ def orthanc(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("orthanc")
     config = {
         "Name": "bsnet-tests",
         "StorageDirectory": str(folder / "db"),
@@ -113,3 +114,10 @@ def orthanc(tmp_path_factory):
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with its DICOMweb plugin on a free loopback port; yields its base URL."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as url:
+        yield url

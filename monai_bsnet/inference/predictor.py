@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from monai_bsnet import __version__
 from monai_bsnet.errors import CXRInputError
+from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
 from monai_bsnet.transforms import LoadCXR, cxr_preprocessing, to_original_geometry
@@ -90,6 +91,13 @@ class BrixiaPredictor:
         precision: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` to run the network under autocast
             (bfloat16: network 0.58 s instead of 0.68 s on the 2-core AVX-512 development machine;
             a zone whose two likeliest scores are almost tied may flip).
+        explain: also write an explanation map of each image's zone scores, ``"occlusion"`` (super-pixel
+            occlusion, one network pass per super-pixel: ~50 s per image on a 2-core CPU) or
+            ``"gradcam"`` (Grad-CAM, ~15 s), as ``<name>_explain.png`` and ``<name>_explain.nii.gz``
+            (see :mod:`monai_bsnet.explain`); None (default): no explanation.
+        cohen_mapping: estimates Cohen et al.'s geographic extent (0-8) and opacity (0-6) from the
+            zone probabilities (:class:`~monai_bsnet.severity.CohenSeverityMapping`; the bundle ships
+            ``models/cohen_severity.json``). Without it both fields are null.
     """
 
     def __init__(
@@ -103,6 +111,8 @@ class BrixiaPredictor:
         model_version: str = __version__,
         precision: str = "float32",
         dicom_outputs: bool = False,
+        explain: str | None = None,
+        cohen_mapping: CohenSeverityMapping | None = None,
     ) -> None:
         if precision not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {precision!r}")
@@ -113,6 +123,10 @@ class BrixiaPredictor:
         self.lung_threshold = lung_threshold
         self.model_name, self.model_version, self.precision = model_name, model_version, precision
         self.dicom_outputs = dicom_outputs
+        if explain is not None and explain not in ("occlusion", "gradcam"):
+            raise ValueError(f"explain must be None, 'occlusion' or 'gradcam', got {explain!r}")
+        self.explain = explain
+        self.cohen_mapping = cohen_mapping
         self.load, self.preprocess = LoadCXR(), cxr_preprocessing()
 
     # ---- one batch through the network --------------------------------------------------------------
@@ -143,6 +157,7 @@ class BrixiaPredictor:
             }
             for z, name in enumerate(ZONE_NAMES)
         }
+        cohen = self.cohen_mapping.predict(probabilities.numpy()) if self.cohen_mapping is not None else {}
         keep = ("format", "modality", "view_position", "patient_id", "study_date", "study_instance_uid",
                 "series_instance_uid", "sop_instance_uid", "pixel_spacing", "photometric_interpretation")
         return {
@@ -152,6 +167,9 @@ class BrixiaPredictor:
             "zones": zones,
             "global_score": int(sum(scores)),
             "global_expected": round(float(sum(expected)), 4),
+            # Cohen et al.'s scores, estimated from the zone probabilities (null without a mapping)
+            "geographic_extent": round(float(cohen["geographic_extent"][0]), 2) if cohen else None,
+            "opacity": round(float(cohen["opacity"][0]), 2) if cohen else None,
             "image": {"height": meta["spatial_shape"][0], "width": meta["spatial_shape"][1], **{k: meta.get(k) for k in keep}},
             "series_files": [str(p) for p in item.series_files],
             "quality_flags": flags,
@@ -197,8 +215,46 @@ class BrixiaPredictor:
             from monai_bsnet.dicom_writers import write_dicom_results
 
             dicom = write_dicom_results(item.path, lung, zone_index.numpy(), record, output_dir, item.name, self.model_version)
-        write_image_outputs(output_dir, item.name, record, lung, labels, overlay, nifti_reference=nifti, written_before=dicom)
+        explained = self._explanation_files(item, loaded, out, zone_index, record, output_dir, written_before=dicom)
+        write_image_outputs(output_dir, item.name, record, lung, labels, overlay, nifti_reference=nifti, written_before={**dicom, **explained})
         return record
+
+    def _explanation_files(
+        self,
+        item: CXRInput,
+        loaded: dict[str, Any],
+        out: dict[str, torch.Tensor],
+        zone_index: torch.Tensor,
+        record: dict[str, Any],
+        output_dir: Path,
+        written_before: dict[str, Path],
+    ) -> dict[str, Path]:
+        """With ``explain`` set: compute and write the image's explanation map, and add
+        ``record["explanation"]``. Returns the written paths (none without ``explain``). If this fails,
+        the files in ``written_before`` are removed too, so that the image still gets all or nothing."""
+        if self.explain is None:
+            return {}
+        from monai_bsnet.explain import explain, write_explanation
+
+        start = time.perf_counter()
+        try:
+            explanation = explain(self.network, loaded["net_input"], self.explain, lung=out["lung"])
+            nifti = item.path if loaded["meta"].get("format") == "nifti" else None
+            paths = write_explanation(output_dir, item.name, explanation, loaded["image"], zone_index.numpy(),
+                                      self.model_version, loaded["meta"], nifti_reference=nifti)
+        except BaseException:
+            for path in written_before.values():
+                path.unlink(missing_ok=True)
+            raise
+        record["explanation"] = {
+            "method": self.explain,
+            "png": str(paths["explanation_png"]),
+            "nifti": str(paths["explanation_nifti"]),
+            "units": explanation.units,
+            "layout": "NIfTI (columns, rows, 1, 24): volume zone * 4 + score, zones A..F, scores 0..3",
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        return paths
 
     def run(self, inputs: Iterable[str | os.PathLike], output_dir: str | os.PathLike, progress: bool = True) -> list[dict[str, Any]]:
         """Score every image under ``inputs`` (files or folders) and write to ``output_dir``.

@@ -1,11 +1,15 @@
 """MONAI transforms of monai-bsnet: loading, preprocessing, alignment targets."""
 
+from monai_bsnet.transforms.augment import LATERAL_ZONE_SWAP, RandLateralFlipd, swap_zone_sides
 from monai_bsnet.transforms.alignment import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
 from monai_bsnet.transforms.load import LATERAL_VIEWS, MIN_IMAGE_SIZE, LoadCXR, LoadCXRd, read_cxr
 from monai_bsnet.transforms.preprocess import NETWORK_SIZE, cxr_preprocessing, cxr_preprocessingd, to_original_geometry
 
 __all__ = [
     "CanonicalLungAlignment",
+    "LATERAL_ZONE_SWAP",
+    "RandLateralFlipd",
+    "swap_zone_sides",
     "CanonicalLungAlignmentd",
     "LATERAL_VIEWS",
     "LoadCXR",

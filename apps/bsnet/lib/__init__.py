@@ -1,0 +1,1 @@
+"""BS-Net MONAI Label app: task configs, infer tasks, trainer, active learning, datastore."""

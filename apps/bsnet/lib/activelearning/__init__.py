@@ -1,0 +1,1 @@
+"""BS-Net MONAI Label app: activelearning."""

@@ -1,0 +1,303 @@
+"""Fine-tuning BS-Net's scoring stage on the radiologists' corrections (MONAI Label train task ``bsnet``).
+
+The bundle's scoring stage (``bundle/configs/train.json``), run by MONAI Label's ``BasicTrainTask``
+on the datastore's labelled images: encoder, lung segmentation and alignment stay frozen (so the zone
+geometry of every image, and of every saved label, stays what it was), the zone heads learn from
+the corrected scores with the bundle's loss (per-zone cross-entropy + MAE of the expected score),
+validation on a patient-wise split picks the best epoch by zone MAE, and the best model is published
+atomically to ``<model_dir>/bsnet.pt``, which the infer tasks pick up on their next call.
+
+MONAI Label runs every training in a separate process: inference keeps being served meanwhile. On a
+small CPU machine that process takes ``train_threads`` cores (default: all but one), leaving the rest
+to the server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import filecmp
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.engines import SupervisedEvaluator
+from monai.handlers import CheckpointSaver, LrScheduleHandler, from_engine
+from monai.inferers import SimpleInferer
+from monai.transforms import EnsureTyped, RandAdjustContrastd, RandAffined, SelectItemsd
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+from monailabel.tasks.train.handler import PublishStatsAndModel, prepare_stats
+
+from lib.labels import IMAGE_INFO_KEY, LabelError, read_target
+from lib.model import BrixiaModel, build_network, warn_random_weights
+from monai_bsnet.label_maps import BRIXIA_LABELS
+from monai_bsnet.losses import BrixiaScoreLoss
+from monai_bsnet.metrics import BrixiaScoreHandler
+from monai_bsnet.networks import ZoneScorer
+from monai_bsnet.training import train_val_split, trainable_parameters
+from monai_bsnet.transforms import LoadCXRd, cxr_preprocessingd
+
+logger = logging.getLogger(__name__)
+
+#: Stages frozen while fine-tuning the scoring stage (the bundle's ``frozen_stages``).
+FROZEN_STAGES = ["encoder", "segmentation", "alignment"]
+
+
+class AtomicPublisher(PublishStatsAndModel):
+    """MONAI Label's publisher, but the model is copied under a temporary name and renamed, so that a
+    concurrent inference never loads a half-written checkpoint."""
+
+    def iteration_completed(self) -> dict[str, Any]:
+        stats = prepare_stats(self.start_ts, self.trainer, self.evaluator)
+        stats["total_epochs"] = self.trainer.state.max_epochs
+        filename = os.path.join(self.output_dir, datetime.datetime.now().strftime(f"stats_{self.run_id}.json"))
+        with open(filename, "w") as f:
+            json.dump(stats, f, indent=2, default=str)
+        if self._stats_path:
+            _atomic_copy(filename, self._stats_path)
+        best = os.path.join(self.output_dir, self._key_metric_filename)
+        if self._publish_path and os.path.exists(best):
+            if not os.path.exists(self._publish_path) or not filecmp.cmp(self._publish_path, best, shallow=False):
+                _atomic_copy(best, self._publish_path)
+                logger.info("new BS-Net published: %s -> %s", best, self._publish_path)
+        return stats
+
+
+def _atomic_copy(source: str, target: str) -> None:
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp_", suffix=Path(target).suffix)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class BrixiaScoringTrain(BasicTrainTask):
+    """Train task: the scoring stage of BS-Net on the datastore's corrected Brixia scores.
+
+    Request options (besides MONAI Label's ``max_epochs``, ``val_split``, ``train_batch_size``, ...):
+    ``learning_rate``, ``image_size`` (network input side, a multiple of 32; 512 as BS-Net was
+    trained, smaller only for quick checks), ``end_to_end`` (also unfreeze the other stages, at a tenth
+    of the learning rate, as the bundle does), ``seed`` (validation split).
+    """
+
+    def __init__(
+        self,
+        model: BrixiaModel,
+        model_dir: str,
+        threads: int | None = None,
+        config: dict[str, Any] | None = None,
+        description: str = "Fine-tune BS-Net's scoring stage on the corrected Brixia scores of the datastore",
+    ) -> None:
+        self.model = model
+        self.threads = threads
+        defaults = {
+            "max_epochs": 20,
+            "val_split": 0.2,
+            "train_batch_size": 4,
+            "val_batch_size": 4,
+            "learning_rate": 1e-3,
+            "image_size": 512,
+            "end_to_end": False,
+            "seed": 0,
+            "multi_gpu": False,
+            "dataset": ["CacheDataset", "Dataset"],
+            "dataloader": ["DataLoader", "ThreadDataLoader"],
+            "tracking": ["None", "mlflow"],
+        }
+        defaults.update(config or {})
+        super().__init__(
+            model_dir=model_dir,
+            description=description,
+            config=defaults,
+            amp=False,
+            load_path=None,
+            publish_path=model.paths[-1],
+            key_metric_filename="model.pt",
+            model_dict_key="model",
+            labels=list(BRIXIA_LABELS),
+            disable_meta_tracking=True,
+            n_saved=1,
+            tracking=None,
+        )
+        self._config.update(defaults)  # BasicTrainTask's own defaults would otherwise win for these keys
+
+    # ---- run ------------------------------------------------------------------------------------------
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        request = dict(request)
+        # a client that does not choose gets the first option (MONAI Label lists the choices)
+        for key in ("dataset", "dataloader", "tracking", "device"):
+            value = request.get(key, self._config.get(key))
+            if isinstance(value, list) and value:
+                request[key] = value[0]
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        name = str(request.get("name", self._config.get("name", "train_01")))
+        for stale in ("model.pt", "train_model.pt"):  # a previous run's best must not be published again
+            path = Path(self._model_dir) / name / stale
+            if path.exists():
+                path.unlink()
+        return super().__call__(request, datastore)
+
+    def pre_process(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        """The training items: each labelled image with its six scores (images whose label gives no
+        scores are skipped, with the reason in the log)."""
+        datalist: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for image_id in sorted(datastore.get_labeled_images()):
+            try:
+                target = read_target(datastore, image_id, self.model)
+                path = datastore.get_image_uri(image_id)
+                if not path or not os.path.exists(path):
+                    raise LabelError(f"{image_id}: image file missing")
+            except LabelError as e:
+                skipped.append(str(e))
+                continue
+            except Exception as e:  # one broken item must not stop the training of the others
+                logger.exception("%s: cannot make a training item", image_id)
+                skipped.append(f"{image_id}: {type(e).__name__}: {e}")
+                continue
+            info = datastore.get_image_info(image_id)
+            patient = info.get("PatientID") or (info.get(IMAGE_INFO_KEY) or {}).get("patient_id") or ""
+            datalist.append({"image": path, "label": target["scores"], "image_id": image_id, "patient_id": patient})
+            logger.info("training item %s: Brixia %s (%s)", image_id, target["brixia"], target["source"])
+        for reason in skipped:
+            logger.warning("skipped: %s", reason)
+        if not datalist:
+            raise ValueError("no labelled image gives six Brixia scores: save corrected zone maps or {'brixia': ...} first")
+        logger.info("%d training items, %d skipped", len(datalist), len(skipped))
+        return datalist
+
+    def partition_datalist(self, context: Context, shuffle: bool = False) -> tuple[list, list]:
+        # patient-wise split, as the bundle does: no patient on both sides
+        val_split = float(context.request.get("val_split", 0.0))
+        train, val = train_val_split(context.datalist, val_split, int(context.request.get("seed", 0)))
+        logger.info("training on %d images, validating on %d", len(train), len(val))
+        return list(train), list(val)
+
+    # ---- network and optimisation ---------------------------------------------------------------------
+    def network(self, context: Context) -> torch.nn.Module:
+        path = self.model.current_path()  # continue from the served model (fine-tuned, else base)
+        if path is None:
+            warn_random_weights(self.model.paths)
+        bsnet = build_network(path)
+        logger.info("fine-tuning from %s", path or "random initialisation")
+        end_to_end = _as_bool(context.request.get("end_to_end", False))
+        bsnet.freeze([] if end_to_end else FROZEN_STAGES)
+        return ZoneScorer(bsnet)
+
+    def optimizer(self, context: Context) -> torch.optim.Optimizer:
+        end_to_end = _as_bool(context.request.get("end_to_end", False))
+        lr = float(context.request.get("learning_rate", 1e-3)) * (0.1 if end_to_end else 1.0)
+        return torch.optim.AdamW(trainable_parameters(context.network), lr=lr, weight_decay=1e-4)
+
+    def loss_function(self, context: Context) -> torch.nn.Module:
+        return BrixiaScoreLoss(mae_weight=1.0)
+
+    def lr_scheduler_handler(self, context: Context) -> LrScheduleHandler:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(context.optimizer, T_max=max(1, int(context.max_epochs)))
+        return LrScheduleHandler(scheduler, print_lr=False)
+
+    def load_path(self, output_dir: str, pretrained: bool = True) -> None:
+        return None  # the network loads its weights itself (checkpoints of BS-Net, not of this wrapper)
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def _deterministic(self, context: Context) -> list:
+        size = int(context.request.get("image_size", 512))
+        if size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {size}")
+        return [
+            LoadCXRd(keys="image"),
+            *cxr_preprocessingd("image", size).transforms,
+            EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
+            EnsureTyped(keys="label", dtype=torch.long, track_meta=False),
+        ]
+
+    def train_pre_transforms(self, context: Context) -> list:
+        size = int(context.request.get("image_size", 512))
+        # mild augmentation: a handful of corrections must not be memorised pixel by pixel
+        return self._deterministic(context) + [
+            RandAffined(
+                keys="image", prob=0.5, rotate_range=0.1, scale_range=0.05,
+                translate_range=(0.03 * size, 0.03 * size), padding_mode="zeros",
+            ),
+            RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.8, 1.25)),
+            EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
+            SelectItemsd(keys=("image", "label")),
+        ]
+
+    def val_pre_transforms(self, context: Context) -> list:
+        return self._deterministic(context) + [SelectItemsd(keys=("image", "label"))]
+
+    def train_post_transforms(self, context: Context) -> None:
+        return None
+
+    def val_post_transforms(self, context: Context) -> None:
+        return None
+
+    def val_inferer(self, context: Context) -> SimpleInferer:
+        return SimpleInferer()
+
+    # ---- metrics ------------------------------------------------------------------------------------------
+    def train_key_metric(self, context: Context) -> dict[str, Any]:
+        return {"train_zone_accuracy": BrixiaScoreHandler("zone_accuracy", from_engine(["pred", "label"]))}
+
+    def val_key_metric(self, context: Context) -> dict[str, Any]:
+        return {"val_zone_mae": BrixiaScoreHandler("zone_mae", from_engine(["pred", "label"]))}
+
+    def val_additional_metrics(self, context: Context) -> dict[str, Any]:
+        return {
+            name: BrixiaScoreHandler(metric, from_engine(["pred", "label"]))
+            for name, metric in (
+                ("val_global_mae", "global_mae"),
+                ("val_zone_accuracy", "zone_accuracy"),
+                ("val_kappa_quadratic", "kappa_quadratic"),
+            )
+        }
+
+    def _create_evaluator(self, context: Context) -> SupervisedEvaluator | None:
+        """As MONAI Label's, but the key metric (zone MAE) is better when lower."""
+        if not context.val_datalist:
+            return None
+        handlers = list(self.val_handlers(context) or [])
+        handlers.append(
+            CheckpointSaver(
+                save_dir=context.output_dir,
+                save_dict={self._model_dict_key: context.network},
+                save_key_metric=True,
+                key_metric_filename=self._key_metric_filename,
+                key_metric_negative_sign=True,
+            )
+        )
+        return SupervisedEvaluator(
+            device=context.device,
+            val_data_loader=self.val_data_loader(context),
+            network=context.network,
+            inferer=self.val_inferer(context),
+            key_val_metric=self.val_key_metric(context),
+            additional_metrics=self.val_additional_metrics(context),
+            metric_cmp_fn=lambda current, previous: previous < 0 or current < previous,
+            val_handlers=handlers,
+        )
+
+    def finalize(self, context: Context) -> None:
+        publisher = AtomicPublisher(
+            self._stats_path, self._publish_path, self._key_metric_filename, context.start_ts, context.run_id,
+            context.output_dir, context.trainer, context.evaluator,
+        )
+        engine = context.evaluator or context.trainer
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, publisher)
+
+
+def _as_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")

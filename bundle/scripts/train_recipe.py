@@ -1,0 +1,301 @@
+"""The whole BS-Net training recipe, step by step, resumable: what produced ``models/model.pt``.
+
+Steps (each writes ``LOGS/<step>.json``; a step whose log exists is skipped, and a killed step
+resumes from its last epoch checkpoint when started again):
+
+    segmentation      stage a on lungseg/ (train split), then lung Dice on its test split
+    alignment         stage b on the same masks, then Dice of aligned vs canonical masks on the test split
+    cv:VARIANT        patient-grouped 5-fold cross-validation of one scoring recipe on brixia-public/
+    final:VARIANT     the shipped model: that recipe on all 138 images ("auto": the best cross-validated)
+    cohen             Cohen et al.'s extent/opacity mapping fitted on the out-of-fold probabilities
+    evaluate_final    the shipped model against both raters, training and inner-validation images apart
+    export            model.pt stored in half precision (model_half.pt), and what that changes
+
+    python bundle/scripts/train_recipe.py --data DATA --work WORK --logs bundle/logs \\
+        --schedule gpu segmentation alignment cv:head cv:head_flip final:auto cohen export
+
+``DATA`` holds ``lungseg/`` and ``brixia-public/`` as ``bsnet prepare-data`` builds them (or the
+team's ``../shared/data``). ``--schedule cpu`` keeps the GPU recipe but with the data loading a
+two-core machine can sustain; ``smoke`` is the tiny run the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai_bsnet.cross_validation import RECIPES, cross_validate, run_bundle_stage, train_scoring
+from monai_bsnet.data import brixia_public_datalist, cohen_severity_datalist, lungseg_datalist
+
+SCHEDULES = {
+    # stage a/b epochs, data-loading workers, mixed precision, image size, scoring-epoch scale
+    "gpu": {"segmentation_epochs": 50, "alignment_epochs": 60, "num_workers": 4, "amp": True, "image_size": 512, "scale": 1.0},
+    "gpu_quick": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 14, "amp": True, "image_size": 512, "scale": 0.75},
+    "cpu_quick": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.75},
+    "cpu": {"segmentation_epochs": 30, "alignment_epochs": 60, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.5},
+    "smoke": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0},
+}
+
+
+def step_segmentation(args, sched, models: Path) -> dict:
+    start = time.perf_counter()
+    train = lungseg_datalist(args.data / "lungseg", split="train")[: args.limit]
+    result = run_bundle_stage(
+        ["train.json", "train_segmentation.json"],
+        {"datalist": train, "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "max_epochs": sched["segmentation_epochs"],
+         "batch_size": 16, "num_workers": sched["num_workers"], "amp": sched["amp"], "image_size": sched["image_size"]},
+    )
+    result["train_seconds"] = round(time.perf_counter() - start, 1)
+    result["test"] = segmentation_test_dice(args, models / "segmentation.pt", sched["image_size"])
+    return result
+
+
+@torch.inference_mode()
+def segmentation_test_dice(args, ckpt: Path, image_size: int) -> dict:
+    """Lung Dice of ``ckpt`` on lungseg's test split (network resolution, threshold 0.5)."""
+    from monai.transforms import Resize
+
+    from monai_bsnet.metrics import lung_dice
+    from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
+
+    network = load_weights(BSNet(), ckpt).to(args.device).eval()
+    load, preprocess, resize = LoadCXR(), cxr_preprocessing(image_size), Resize((image_size, image_size), mode="nearest")
+    dice = []
+    for item in lungseg_datalist(args.data / "lungseg", split="test")[: args.limit]:
+        image = preprocess(load(item["image"])).as_tensor()[None].to(args.device)
+        mask = resize(load(item["mask"])).as_tensor()[None]
+        lung = torch.sigmoid(network.outputs(image).lung_logits.float()).cpu()
+        dice.append(float(lung_dice(lung, mask)[0]))
+    return {"n": len(dice), "dice_mean": float(np.mean(dice)), "dice_median": float(np.median(dice)), "dice_min": float(np.min(dice))}
+
+
+def step_alignment(args, sched, models: Path) -> dict:
+    start = time.perf_counter()
+    masks = lungseg_datalist(args.data / "lungseg", split="train")[: args.limit]
+    result = run_bundle_stage(
+        ["train.json", "train_alignment.json"],
+        {"datalist": [{"image": d["mask"], "label": d["mask"], "patient_id": d["patient_id"]} for d in masks],
+         "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "max_epochs": sched["alignment_epochs"],
+         "num_workers": sched["num_workers"], "amp": sched["amp"]},
+    )
+    result["train_seconds"] = round(time.perf_counter() - start, 1)
+    result["test"] = alignment_test_dice(args, models / "alignment.pt")
+    return result
+
+
+@torch.inference_mode()
+def alignment_test_dice(args, ckpt: Path, repeats: int = 4) -> dict:
+    """Dice between aligned and canonical masks of lungseg's test split, under the training distortions.
+
+    The distortions are the stage's own random transforms with a fixed seed; the Dice of the
+    distorted mask itself (no alignment) is the baseline that shows what the alignment adds.
+    """
+    from monai.bundle import ConfigParser
+    from monai.utils import set_determinism
+
+    from monai_bsnet.cross_validation import BUNDLE_CONFIGS
+    from monai_bsnet.metrics import lung_dice
+    from monai_bsnet.networks import BSNet, MaskAligner, load_weights
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_CONFIGS / "train.json"), str(BUNDLE_CONFIGS / "train_alignment.json")])
+    test = lungseg_datalist(args.data / "lungseg", split="test")[: args.limit]
+    parser.update({"val_datalist": [{"image": d["mask"], "label": d["mask"]} for d in test] * repeats})
+    set_determinism(seed=1234)
+    dataset = parser.get_parsed_content("validate#dataset")
+    aligner = MaskAligner(load_weights(BSNet(), ckpt)).to(args.device).eval()
+    aligned, unaligned = [], []
+    for item in dataset:
+        mask, target = item["image"][None].to(args.device), item["label"][None]
+        aligned.append(float(lung_dice(aligner(mask).cpu(), target)[0]))
+        unaligned.append(float(lung_dice(mask.cpu(), target)[0]))
+    return {"n": len(aligned), "dice_mean": float(np.mean(aligned)), "dice_median": float(np.median(aligned)),
+            "dice_min": float(np.min(aligned)), "unaligned_dice_mean": float(np.mean(unaligned))}
+
+
+def scoring_overrides(args, sched) -> dict:
+    return {"num_workers": sched["num_workers"], "amp": sched["amp"], "image_size": sched["image_size"]}
+
+
+def recipe_for(name: str, sched) -> "object":
+    recipe = RECIPES[name]
+    scale = sched["scale"]
+    epochs = lambda n: max(1, round(n * scale)) if n else 0  # noqa: E731 - 0 keeps a phase off
+    return replace(recipe, head_epochs=epochs(recipe.head_epochs), end_to_end_epochs=epochs(recipe.end_to_end_epochs),
+                   batch_size=recipe.batch_size if scale else 2)
+
+
+def brixia(args) -> list:
+    return brixia_public_datalist(args.data / "brixia-public")[: args.limit]
+
+
+def step_cv(args, sched, models: Path, variant: str) -> dict:
+    recipe = recipe_for(variant, sched)
+    work = args.work / f"cv_{variant}"
+    summary = cross_validate(recipe, brixia(args), models / "alignment.pt", work, args.folds,
+                             device=args.device, **scoring_overrides(args, sched))
+    # the out-of-fold probabilities are small and are the evidence behind every cross-validated number
+    shutil.copy(work / "predictions.json", args.logs / f"cv_{variant}_predictions.json")
+    return summary
+
+
+def step_final(args, sched, models: Path, variant: str) -> dict:
+    if variant == "auto":
+        variant = best_variant(args.logs)
+    recipe = recipe_for(variant, sched)
+    final_dir = args.work / "final"
+    log = train_scoring(recipe, brixia(args), models / "alignment.pt", final_dir, **scoring_overrides(args, sched))
+    shutil.copy(final_dir / "model.pt", models / "model.pt")
+    return {"variant": variant, "recipe": asdict(recipe), "training": log}
+
+
+def best_variant(logs: Path) -> str:
+    """The cross-validated recipe with the lowest zone MAE (without TTA, which inference may not use)."""
+    results = {p.stem[3:]: json.loads(p.read_text()) for p in logs.glob("cv_*.json") if not p.stem.endswith("_predictions")}
+    if not results:
+        raise SystemExit("no cross-validation logs yet: run a cv:VARIANT step first")
+    return min(results, key=lambda v: results[v]["plain"]["zone_mae"])
+
+
+def step_cohen(args, sched, models: Path) -> dict:
+    from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae
+
+    variant = json.loads((args.logs / "final.json").read_text())["variant"]
+    # the out-of-fold probabilities are what the model says of unseen images; without a
+    # cross-validation run, the shipped model's own (mostly training-image) probabilities stand in
+    source = args.logs / f"cv_{variant}_predictions.json"
+    if not source.is_file():
+        source = args.logs / "final_predictions.json"
+        logging.warning("no cross-validation predictions of %s: fitting on %s (training images: optimistic)", variant, source)
+    predictions = json.loads(source.read_text())
+    root = args.data / "brixia-public"
+    by_name = {p["filename"]: np.array(p["probabilities"]) for p in predictions}
+    cohen = [d for d in cohen_severity_datalist(root / "cohen-severity.csv", root / "images") if Path(d["image"]).name in by_name]
+    probs = np.stack([by_name[Path(d["image"]).name] for d in cohen])
+    extent = np.array([d["geographic_extent"] for d in cohen])
+    opacity = np.array([d["opacity"] for d in cohen])
+    result = {"variant": variant, "fitted_on_predictions": source.name, "n": len(cohen), "cross_validated": cross_validated_mae(probs, extent, opacity)}
+    mapping = CohenSeverityMapping().fit(probs, extent, opacity)
+    mapping.save(models / "cohen_severity.json")
+    result["mapping"] = mapping.to_dict()
+    return result
+
+
+@torch.inference_mode()
+def step_evaluate_final(args, sched, models: Path) -> dict:
+    """The shipped model against both raters on every image, split by its inner validation set.
+
+    The training images say little about generalisation; the inner validation images were not
+    trained on but chose the checkpoint, so their numbers are optimistic too. The cross-validation
+    steps give the honest estimate.
+    """
+    from monai_bsnet.cross_validation import predict_zone_probabilities, summarise_predictions
+    from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.training import train_val_split
+
+    items = brixia(args)
+    _, val = train_val_split(items, 0.2, 0)  # as train_scoring splits them
+    val_names = {item["filename"] for item in val}
+    network = load_weights(BSNet(), models / "model.pt")
+    paths = [item["image"] for item in items]
+    probs = {tta: predict_zone_probabilities(network, paths, args.device, tta=tta, spatial_size=sched["image_size"]) for tta in (False, True)}
+    predictions = [
+        {"filename": item["filename"], "patient_id": item["patient_id"], "fold": int(item["filename"] in val_names),
+         "label_senior": list(map(int, item["label_senior"])), "label_junior": list(map(int, item["label_junior"])),
+         "probabilities": np.round(probs[False][k], 5).tolist(), "probabilities_tta": np.round(probs[True][k], 5).tolist()}
+        for k, item in enumerate(items)
+    ]
+    (args.logs / "final_predictions.json").write_text(json.dumps(predictions))
+    result = {"note": "fold 0 = training images, fold 1 = inner validation images (chose the checkpoint)"}
+    for name, subset in (("all", predictions), ("training", [p for p in predictions if p["fold"] == 0]),
+                         ("inner_validation", [p for p in predictions if p["fold"] == 1])):
+        result[name] = summarise_predictions(subset)
+    return result
+
+
+@torch.inference_mode()
+def step_export(args, sched, models: Path) -> dict:
+    """Store ``model.pt`` in half precision (half the size) and measure what that changes.
+
+    :func:`~monai_bsnet.networks.load_weights` casts the weights back to float32, so inference
+    still computes in float32; only the rounding of the stored weights differs.
+    """
+    from monai_bsnet.cross_validation import predict_zone_probabilities
+    from monai_bsnet.networks import BSNet, load_weights
+
+    full = load_weights(BSNet(), models / "model.pt")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in full.state_dict().items()}
+    torch.save(half, models / "model_half.pt")
+    restored = load_weights(BSNet(), models / "model_half.pt")
+    images = [item["image"] for item in brixia(args)]
+    p_full = predict_zone_probabilities(full, images, args.device, spatial_size=sched["image_size"])
+    p_half = predict_zone_probabilities(restored, images, args.device, spatial_size=sched["image_size"])
+    return {"n_images": len(images), "max_abs_probability_difference": float(np.abs(p_full - p_half).max()),
+            "zone_score_agreement": float((p_full.argmax(-1) == p_half.argmax(-1)).mean()),
+            "bytes_float32": (models / "model.pt").stat().st_size, "bytes_half": (models / "model_half.pt").stat().st_size}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("steps", nargs="+")
+    parser.add_argument("--data", type=Path, required=True, help="folder with lungseg/ and brixia-public/")
+    parser.add_argument("--work", type=Path, required=True, help="checkpoints and fold folders")
+    parser.add_argument("--logs", type=Path, required=True, help="small JSON logs of each step (committed)")
+    parser.add_argument("--models", type=Path, default=None, help="where segmentation.pt, alignment.pt, model.pt go (default WORK/models)")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="gpu")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N items of each list (smoke tests)")
+    parser.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: the schedule's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sched = dict(SCHEDULES[args.schedule])
+    if args.num_workers is not None:
+        sched["num_workers"] = args.num_workers
+    models = args.models or args.work / "models"
+    for path in (args.work, args.logs, models):
+        path.mkdir(parents=True, exist_ok=True)
+    for step in args.steps:
+        name, _, variant = step.partition(":")
+        log_name = "final" if name == "final" else step.replace(":", "_")
+        log_path = args.logs / f"{log_name}.json"
+        if log_path.is_file():
+            logging.info("%s: done before (%s)", step, log_path)
+            continue
+        start = time.perf_counter()
+        if name == "segmentation":
+            result = step_segmentation(args, sched, models)
+        elif name == "alignment":
+            result = step_alignment(args, sched, models)
+        elif name == "cv":
+            result = step_cv(args, sched, models, variant)
+        elif name == "final":
+            result = step_final(args, sched, models, variant or "auto")
+        elif name == "cohen":
+            result = step_cohen(args, sched, models)
+        elif name == "evaluate_final":
+            result = step_evaluate_final(args, sched, models)
+        elif name == "export":
+            result = step_export(args, sched, models)
+        else:
+            parser.error(f"unknown step {step}")
+        result.update(step=step, schedule=args.schedule, device=str(args.device),
+                      device_name=torch.cuda.get_device_name() if str(args.device).startswith("cuda") else "cpu",
+                      seconds=round(time.perf_counter() - start, 1))
+        log_path.write_text(json.dumps(result, indent=1) + "\n")
+        logging.info("%s: %s", step, {k: v for k, v in result.items() if not isinstance(v, (list, dict))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

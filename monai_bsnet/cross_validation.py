@@ -1,0 +1,264 @@
+"""Patient-grouped cross-validation of the scoring stage, trained through the bundle's own configs.
+
+One fold trains exactly what the shipped model is trained with (``bundle/configs/train.json``, an
+inner validation split of the training patients for best-checkpoint selection, optionally a second
+end-to-end phase) and then scores the held-out patients. The held-out ("out-of-fold") zone
+probabilities of all folds together give the cross-validated numbers of the model card, and they
+are what the Cohen severity mapping is fitted on, since they are what the model says of images it
+has not seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.model_selection import StratifiedGroupKFold
+
+from monai_bsnet.metrics import brixia_metrics
+from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, swap_zone_sides
+
+__all__ = [
+    "BUNDLE_CONFIGS",
+    "ScoringRecipe",
+    "RECIPES",
+    "patient_folds",
+    "run_bundle_stage",
+    "train_scoring",
+    "predict_zone_probabilities",
+    "cross_validate",
+    "summarise_predictions",
+]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+
+
+@dataclass(frozen=True)
+class ScoringRecipe:
+    """How the scoring stage is trained; every field maps onto an override of ``train.json``.
+
+    Args:
+        head_epochs: epochs of the first phase (encoder, segmentation and alignment frozen).
+        end_to_end_epochs: epochs of the optional second phase that trains everything at a tenth of
+            the learning rate, starting from the first phase's best checkpoint (0: no such phase).
+        lateral_flip_prob: probability of the mirror-and-swap-zones augmentation.
+        tta: average the prediction of the image and of its mirror (zones swapped back).
+        learning_rate: of the first phase.
+        batch_size: images per step.
+    """
+
+    head_epochs: int = 40
+    end_to_end_epochs: int = 0
+    lateral_flip_prob: float = 0.0
+    tta: bool = False
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The variants compared by cross-validation (the literature's suggestions that fit this data size).
+RECIPES: dict[str, ScoringRecipe] = {
+    "head": ScoringRecipe(),
+    "head_flip": ScoringRecipe(lateral_flip_prob=0.5),
+    "head_e2e": ScoringRecipe(end_to_end_epochs=20),
+    "flip_e2e": ScoringRecipe(lateral_flip_prob=0.5, end_to_end_epochs=20),
+}
+
+
+def patient_folds(
+    datalist: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, group_key: str = "patient_id"
+) -> list[tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
+    """Split a datalist into ``n_folds`` (train, test) pairs with every patient on one side only.
+
+    Folds are stratified on the global score (0-5, 6-11, 12-18) so that each holds mild and severe
+    cases. Items with no patient id form a group of their own.
+    """
+    items = list(datalist)
+    groups = [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(items)]
+    strata = [min(int(sum(item["label"])) // 6, 2) for item in items]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [
+        ([items[i] for i in sorted(train)], [items[i] for i in sorted(test)])
+        for train, test in splitter.split(items, strata, groups=groups)
+    ]
+
+
+def run_bundle_stage(config_files: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one training stage of the bundle in this process; returns the best validation metrics.
+
+    Args:
+        config_files: file names in ``bundle/configs`` (for example ``["train.json"]``).
+        overrides: config ids and their values (datalists may be Python lists).
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_CONFIGS / name) for name in config_files])
+    parser.update(dict(overrides))
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("run")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    return {"best_metric": float(evaluator.state.best_metric), "best_epoch": int(evaluator.state.best_metric_epoch)}
+
+
+def train_scoring(
+    recipe: ScoringRecipe,
+    train_items: Sequence[Mapping[str, Any]],
+    init_ckpt: str | os.PathLike,
+    ckpt_dir: str | os.PathLike,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train the scoring stage with ``recipe`` on ``train_items``; the result is ``ckpt_dir/model.pt``.
+
+    Each phase is skipped when its checkpoint is already there, and an interrupted phase resumes
+    from its last epoch checkpoint, so a killed run can simply be started again.
+
+    Returns:
+        per phase: best inner-validation zone MAE, its epoch, and the wall-clock seconds.
+    """
+    from monai_bsnet.training import train_val_split
+
+    ckpt_dir = Path(ckpt_dir)
+    train, val = train_val_split(train_items, val_fraction, seed)
+    common = {
+        "train_datalist": train,
+        "val_datalist": val,
+        "ckpt_dir": str(ckpt_dir),
+        "output_dir": str(ckpt_dir / "logs"),
+        "seed": seed,
+        "batch_size": recipe.batch_size,
+        "learning_rate": recipe.learning_rate,
+        "lateral_flip_prob": recipe.lateral_flip_prob,
+        **recipe.extra,
+        **overrides,
+    }
+    phases = [("scoring", recipe.head_epochs, False, str(init_ckpt))]
+    if recipe.end_to_end_epochs:
+        phases.append(("scoring_e2e", recipe.end_to_end_epochs, True, str(ckpt_dir / "scoring_head.pt")))
+    log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
+    for i, (stage, epochs, end_to_end, init) in enumerate(phases):
+        best = "model.pt" if i == len(phases) - 1 else "scoring_head.pt"
+        if (ckpt_dir / best).is_file() and (ckpt_dir / f"{stage}.json").is_file():
+            log[stage] = json.loads((ckpt_dir / f"{stage}.json").read_text())
+            continue
+        start = time.perf_counter()
+        result = run_bundle_stage(
+            ["train.json"],
+            {**common, "stage": stage, "max_epochs": epochs, "end_to_end": end_to_end, "init_ckpt": init, "best_ckpt": best},
+        )
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        (ckpt_dir / f"{stage}.json").write_text(json.dumps(result))
+        log[stage] = result
+    return log
+
+
+@torch.inference_mode()
+def predict_zone_probabilities(
+    network: nn.Module,
+    images: Sequence[str | os.PathLike],
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+    batch_size: int = 8,
+    spatial_size: int = NETWORK_SIZE,
+) -> np.ndarray:
+    """Zone probabilities (N, 6, 4) of image files, preprocessed as in validation and inference.
+
+    Args:
+        network: a BSNet with its weights.
+        images: image files.
+        device: where the network runs.
+        tta: also score each image's mirror and average, zones swapped back (test-time augmentation).
+        batch_size: images per network call.
+        spatial_size: the network's input side (512 for the shipped model).
+    """
+    load, preprocess = LoadCXR(), cxr_preprocessing(spatial_size)
+    network = network.to(device).eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([preprocess(load(p)).as_tensor() for p in images[start : start + batch_size]]).to(device)
+        probs = torch.softmax(network.outputs(batch).zone_logits.float(), -1)
+        if tta:
+            mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
+            probs = (probs + swap_zone_sides(mirrored)) / 2
+        out.append(probs.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 6, 4), np.float32)
+
+
+def cross_validate(
+    recipe: ScoringRecipe,
+    datalist: Sequence[Mapping[str, Any]],
+    init_ckpt: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Patient-grouped ``n_folds``-fold cross-validation of ``recipe``; writes ``work_dir/predictions.json``.
+
+    Returns the summary (:func:`summarise_predictions`) with each fold's training log.
+    """
+    from monai_bsnet.networks import BSNet, load_weights
+
+    work_dir = Path(work_dir)
+    predictions: list[dict[str, Any]] = []
+    folds_log = []
+    for k, (train, test) in enumerate(patient_folds(datalist, n_folds, seed)):
+        fold_dir = work_dir / f"fold{k}"
+        start = time.perf_counter()
+        log = train_scoring(recipe, train, init_ckpt, fold_dir, seed=seed, **overrides)
+        network = load_weights(BSNet(), fold_dir / "model.pt")
+        paths = [item["image"] for item in test]
+        size = overrides.get("image_size", NETWORK_SIZE)
+        probs = {tta: predict_zone_probabilities(network, paths, device, tta=tta, spatial_size=size) for tta in (False, True)}
+        for i, item in enumerate(test):
+            predictions.append(
+                {
+                    "filename": item.get("filename", Path(item["image"]).name),
+                    "patient_id": item.get("patient_id", ""),
+                    "fold": k,
+                    "label_senior": list(map(int, item["label_senior"])),
+                    "label_junior": list(map(int, item["label_junior"])),
+                    "probabilities": np.round(probs[False][i], 5).tolist(),
+                    "probabilities_tta": np.round(probs[True][i], 5).tolist(),
+                }
+            )
+        log.update(fold=k, n_test=len(test), seconds=round(time.perf_counter() - start, 1))
+        folds_log.append(log)
+        logger.info("fold %d: %s", k, log)
+    (work_dir / "predictions.json").write_text(json.dumps(predictions))
+    summary = summarise_predictions(predictions)
+    summary.update(recipe=asdict(recipe), n_folds=n_folds, seed=seed, folds=folds_log)
+    return summary
+
+
+def summarise_predictions(predictions: Sequence[Mapping[str, Any]], reference: str = "label_senior") -> dict[str, Any]:
+    """Metrics of out-of-fold predictions (plain and with TTA) against a rater, per fold and pooled.
+
+    The junior rater's agreement with the senior on the same images comes along as the human level.
+    """
+    target = np.array([p[reference] for p in predictions])
+    folds = np.array([p["fold"] for p in predictions])
+    out: dict[str, Any] = {"n_images": len(predictions), "reference": reference}
+    for key in ("probabilities", "probabilities_tta"):
+        scores = np.array([p[key] for p in predictions]).argmax(-1)
+        pooled = brixia_metrics(scores, target)
+        per_fold = [brixia_metrics(scores[folds == k], target[folds == k]) for k in np.unique(folds)]
+        pooled["fold_zone_mae"] = [round(m["zone_mae"], 4) for m in per_fold]
+        pooled["fold_global_mae"] = [round(m["global_mae"], 4) for m in per_fold]
+        out["tta" if key.endswith("tta") else "plain"] = pooled
+    out["junior_vs_senior"] = brixia_metrics(np.array([p["label_junior"] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
+    return out

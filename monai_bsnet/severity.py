@@ -1,0 +1,126 @@
+"""Cohen et al.'s severity scores estimated from BS-Net's zone probabilities.
+
+Cohen et al. (Cureus 12(7) e9448, 2020) rate a frontal CXR by geographic extent (0-4 per lung: how
+much of it is involved, summed: 0-8) and opacity (0-3 per lung: how dense, summed: 0-6). Both
+follow from what the Brixia zones already say: how many zones are involved and how severely.
+So the mapping is a small linear model on two summaries of the zone probabilities, fitted by ridge
+regression (the two summaries are strongly correlated; the small penalty keeps the weights sane) on images that carry both kinds of scores, and clipped to each score's range:
+
+- ``involved``: expected number of zones scored 1 or more, sum over zones of P(score >= 1), 0..6;
+- ``expected_global``: expected Brixia global score, sum over zones of E[score], 0..18.
+
+Two inputs and an intercept per score keep the model from fitting the noise of 55 images; its
+cross-validated error is measured by :func:`cross_validated_mae` and reported in the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold
+
+from monai_bsnet.data.cohen import GEOGRAPHIC_EXTENT_MAX, OPACITY_MAX
+
+__all__ = ["FEATURES", "MAPPING_FILE", "severity_features", "CohenSeverityMapping", "cross_validated_mae", "mapping_beside"]
+
+FEATURES = ("involved", "expected_global")
+_TARGETS = {"geographic_extent": GEOGRAPHIC_EXTENT_MAX, "opacity": OPACITY_MAX}
+
+
+def severity_features(zone_probabilities: np.ndarray) -> np.ndarray:
+    """(N, 6, 4) zone probabilities -> (N, 2) features :data:`FEATURES`."""
+    p = np.asarray(zone_probabilities, dtype=np.float64)
+    if p.ndim == 2:
+        p = p[None]
+    involved = (1.0 - p[..., 0]).sum(-1)
+    expected_global = (p * np.arange(p.shape[-1])).sum((-1, -2))
+    return np.stack([involved, expected_global], axis=-1)
+
+
+class CohenSeverityMapping:
+    """Zone probabilities -> Cohen et al.'s geographic extent (0-8) and opacity (0-6).
+
+    ``coefficients[target] = (intercept, w_involved, w_expected_global)``; load a fitted mapping
+    with :meth:`load` (the bundle ships ``models/cohen_severity.json``).
+    """
+
+    def __init__(self, coefficients: Mapping[str, list[float]] | None = None, fitted_on: int = 0) -> None:
+        self.coefficients = {k: [float(c) for c in v] for k, v in (coefficients or {}).items()}
+        self.fitted_on = fitted_on
+
+    def fit(self, zone_probabilities: np.ndarray, geographic_extent: np.ndarray, opacity: np.ndarray) -> CohenSeverityMapping:
+        """Ridge fit of both scores on the features of ``zone_probabilities`` (N, 6, 4)."""
+        x = severity_features(zone_probabilities)
+        for name, y in (("geographic_extent", geographic_extent), ("opacity", opacity)):
+            model = Ridge(alpha=1.0).fit(x, np.asarray(y, dtype=np.float64))
+            self.coefficients[name] = [float(model.intercept_), *map(float, model.coef_)]
+        self.fitted_on = len(x)
+        return self
+
+    def predict(self, zone_probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        """Both scores for (N, 6, 4) or one image's (6, 4) probabilities, clipped to their ranges."""
+        if not self.coefficients:
+            raise RuntimeError("the Cohen severity mapping is not fitted")
+        x = severity_features(zone_probabilities)
+        out = {}
+        for name, maximum in _TARGETS.items():
+            c = np.asarray(self.coefficients[name])
+            out[name] = np.clip(c[0] + x @ c[1:], 0.0, maximum)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "coefficients": self.coefficients, "fitted_on": self.fitted_on,
+                "reference": "Cohen et al., Cureus 12(7) e9448 (2020), arXiv:2005.11856"}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CohenSeverityMapping:
+        data = json.loads(Path(path).read_text())
+        if list(data.get("features", [])) != list(FEATURES) or set(data.get("coefficients", {})) != set(_TARGETS):
+            raise ValueError(f"{path}: not a Cohen severity mapping of this version (features {FEATURES})")
+        return cls(data["coefficients"], data.get("fitted_on", 0))
+
+
+def cross_validated_mae(
+    zone_probabilities: np.ndarray, geographic_extent: np.ndarray, opacity: np.ndarray, n_folds: int = 5, seed: int = 0
+) -> dict[str, float]:
+    """K-fold MAE of the mapping, beside the MAE of always answering the training mean (the floor to beat)."""
+    p = np.asarray(zone_probabilities)
+    targets = {"geographic_extent": np.asarray(geographic_extent, float), "opacity": np.asarray(opacity, float)}
+    predicted = {k: np.zeros(len(p)) for k in targets}
+    constant = {k: np.zeros(len(p)) for k in targets}
+    for train, test in KFold(n_folds, shuffle=True, random_state=seed).split(p):
+        mapping = CohenSeverityMapping().fit(p[train], targets["geographic_extent"][train], targets["opacity"][train])
+        for k, v in mapping.predict(p[test]).items():
+            predicted[k][test] = v
+            constant[k][test] = targets[k][train].mean()
+    out = {}
+    for k, y in targets.items():
+        out[f"{k}_mae"] = float(np.abs(predicted[k] - y).mean())
+        out[f"{k}_mae_constant"] = float(np.abs(constant[k] - y).mean())
+        out[f"{k}_pearson_r"] = float(np.corrcoef(predicted[k], y)[0, 1]) if np.std(predicted[k]) > 0 else float("nan")
+    return out
+
+
+#: File name of the mapping that ships beside the weights (``bundle/models/cohen_severity.json``).
+MAPPING_FILE = "cohen_severity.json"
+
+
+def mapping_beside(weights: str | os.PathLike) -> CohenSeverityMapping | None:
+    """The Cohen severity mapping fitted for the model ``weights``: ``cohen_severity.json`` in its folder.
+
+    None when there is no such file (the records then carry null extent and opacity): a mapping
+    fitted for other weights would give wrong numbers, so none is guessed.
+    """
+    path = Path(weights).with_name(MAPPING_FILE)
+    return CohenSeverityMapping.load(path) if path.is_file() else None

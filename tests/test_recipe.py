@@ -1,0 +1,118 @@
+"""The training recipe's parts: the mirror augmentation, patient folds, the Cohen mapping, and the
+whole recipe (stages, cross-validation, final model, mapping, half-precision export) on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_bsnet.cross_validation import patient_folds, summarise_predictions
+from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
+from monai_bsnet.transforms import RandLateralFlipd, swap_zone_sides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_lateral_flip_mirrors_the_image_and_swaps_the_lungs_scores():
+    image = torch.zeros(1, 8, 8)
+    image[0, :, 1] = 1.0  # something in the left half of the picture: the patient's RIGHT lung
+    flipped = RandLateralFlipd("image", prob=1.0)({"image": image, "label": torch.tensor([3, 2, 1, 0, 0, 0])})
+    assert flipped["image"][0, :, 6].eq(1).all() and flipped["image"][0, :, 1].eq(0).all()
+    # the finding now sits where the patient's LEFT lung is read: its scores go to D, E, F
+    assert flipped["label"].tolist() == [0, 0, 0, 3, 2, 1]
+    kept = RandLateralFlipd("image", prob=0.0)({"image": image, "label": torch.tensor([3, 2, 1, 0, 0, 0])})
+    assert torch.equal(kept["image"], image) and kept["label"].tolist() == [3, 2, 1, 0, 0, 0]
+
+
+def test_swapping_zone_sides_twice_is_the_identity_for_scores_and_probabilities():
+    probs = torch.rand(2, 6, 4)
+    assert torch.equal(swap_zone_sides(swap_zone_sides(probs)), probs)
+    assert torch.equal(swap_zone_sides(probs)[:, 0], probs[:, 3])
+    assert swap_zone_sides(np.array([1, 2, 3, 4, 5, 6])).tolist() == [4, 5, 6, 1, 2, 3]
+
+
+def test_patient_folds_keep_each_patient_on_one_side_and_cover_every_image():
+    rng = np.random.default_rng(0)
+    items = [{"image": f"{i}.png", "patient_id": str(i // 3) if i < 40 else "", "label": rng.integers(0, 4, 6).tolist()}
+             for i in range(50)]
+    folds = patient_folds(items, n_folds=5, seed=0)
+    assert len(folds) == 5
+    tested = [item["image"] for _, test in folds for item in test]
+    assert sorted(tested) == sorted(i["image"] for i in items)  # every image is tested exactly once
+    for train, test in folds:
+        train_patients = {i["patient_id"] for i in train if i["patient_id"]}
+        assert not train_patients & {i["patient_id"] for i in test if i["patient_id"]}
+
+
+def test_cohen_mapping_recovers_a_linear_relation_and_clips_to_the_ranges():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=(80, 6))
+    x = severity_features(probs)
+    extent = np.clip(0.9 * x[:, 0] + 0.1 * x[:, 1], 0, 8)
+    opacity = np.clip(0.3 * x[:, 1], 0, 6)
+    mapping = CohenSeverityMapping().fit(probs, extent, opacity)
+    predicted = mapping.predict(probs)
+    assert np.abs(predicted["geographic_extent"] - extent).mean() < 0.3
+    assert np.abs(predicted["opacity"] - opacity).mean() < 0.3
+    severe = np.zeros((1, 6, 4))
+    severe[..., 3] = 1
+    far = CohenSeverityMapping({"geographic_extent": [0, 5, 5], "opacity": [0, 5, 5]}).predict(severe)
+    assert far["geographic_extent"][0] == 8 and far["opacity"][0] == 6  # clipped to Cohen et al.'s maxima
+    scores = cross_validated_mae(probs, extent, opacity)
+    assert scores["geographic_extent_mae"] < scores["geographic_extent_mae_constant"]
+
+
+def test_cohen_mapping_round_trips_through_its_file_and_is_found_beside_the_weights(tmp_path):
+    mapping = CohenSeverityMapping({"geographic_extent": [0.5, 1.0, 0.1], "opacity": [0.2, 0.0, 0.3]}, fitted_on=55)
+    mapping.save(tmp_path / "cohen_severity.json")
+    loaded = mapping_beside(tmp_path / "model.pt")
+    assert loaded is not None and loaded.coefficients == mapping.coefficients and loaded.fitted_on == 55
+    assert mapping_beside(tmp_path / "elsewhere" / "model.pt") is None
+    (tmp_path / "bad.json").write_text(json.dumps({"features": ["x"], "coefficients": {}}))
+    with pytest.raises(ValueError, match="bad.json"):
+        CohenSeverityMapping.load(tmp_path / "bad.json")
+
+
+def test_summary_reports_both_raters_and_per_fold_numbers():
+    predictions = []
+    for k in range(2):
+        for i in range(4):
+            label = [i % 4] * 6
+            probs = np.eye(4)[label]
+            predictions.append({"fold": k, "label_senior": label, "label_junior": [0] * 6,
+                                "probabilities": probs.tolist(), "probabilities_tta": probs.tolist()})
+    summary = summarise_predictions(predictions)
+    assert summary["plain"]["zone_mae"] == 0 and summary["plain"]["fold_zone_mae"] == [0, 0]
+    assert summary["junior_vs_senior"]["zone_mae"] == pytest.approx(1.5)
+
+
+def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
+    """segmentation -> alignment -> 2-fold CV -> final model -> Cohen mapping -> half export, 64 px."""
+    steps = ["segmentation", "alignment", "cv:head_flip", "final:auto", "cohen", "export"]
+    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
+               "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke",
+               "--limit", "10", "--folds", "2", "--device", "cpu", *steps]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    logs = tmp_path / "logs"
+    for name in ("segmentation", "alignment", "cv_head_flip", "final", "cohen", "export"):
+        assert (logs / f"{name}.json").is_file(), name
+    assert 0 <= json.loads((logs / "segmentation.json").read_text())["test"]["dice_mean"] <= 1
+    cv = json.loads((logs / "cv_head_flip.json").read_text())
+    assert cv["n_images"] == 10 and len(cv["folds"]) == 2 and "zone_mae" in cv["tta"]
+    predictions = json.loads((logs / "cv_head_flip_predictions.json").read_text())
+    assert len(predictions) == 10 and np.allclose(np.array(predictions[0]["probabilities"]).sum(-1), 1, atol=1e-3)
+    assert json.loads((logs / "final.json").read_text())["variant"] == "head_flip"
+    models = tmp_path / "work" / "models"
+    assert CohenSeverityMapping.load(models / "cohen_severity.json").fitted_on == json.loads((logs / "cohen.json").read_text())["n"]
+    export = json.loads((logs / "export.json").read_text())
+    assert export["bytes_half"] < 0.55 * export["bytes_float32"]
+    # a second run finds every step done and changes nothing
+    before = (logs / "cv_head_flip.json").read_text()
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    assert "done before" in result.stderr and (logs / "cv_head_flip.json").read_text() == before

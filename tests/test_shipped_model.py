@@ -1,0 +1,55 @@
+"""The trained weights the bundle ships: they load by default, score the sample images plausibly,
+and match the checksum and the logs that the model card quotes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_bsnet.cli import default_weights, main
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.severity import mapping_beside
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+WEIGHTS = BUNDLE / "models" / "model.pt"
+
+
+def test_the_default_weights_are_the_shipped_file_stored_in_half_precision_and_loaded_as_float32():
+    assert default_weights() == WEIGHTS or "BSNET_WEIGHTS" in __import__("os").environ
+    assert WEIGHTS.stat().st_size < 50 * 2**20
+    stored = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    network = load_weights(BSNet(), WEIGHTS)
+    assert all(p.dtype == torch.float32 for p in network.parameters())
+
+
+def test_the_model_card_quotes_the_shipped_files_checksum_and_the_logged_numbers():
+    card = (BUNDLE / "docs" / "README.md").read_text()
+    digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+    assert digest in card, "update the model card's SHA-256 of models/model.pt"
+    segmentation = json.loads((BUNDLE / "logs" / "segmentation.json").read_text())
+    assert f"{segmentation['test']['dice_mean']:.3f}" in card
+    final = json.loads((BUNDLE / "logs" / "evaluate_final.json").read_text())
+    assert f"{final['inner_validation']['plain']['zone_mae']:.2f}" in card
+    assert re.search(r"must not be used for diagnosis|not for diagnosis", card, re.IGNORECASE)
+
+
+def test_shipped_weights_give_varied_plausible_scores_and_cohen_fields_on_the_samples(tmp_path):
+    assert mapping_beside(WEIGHTS) is not None, "models/cohen_severity.json ships beside the weights"
+    assert main(["predict", str(BUNDLE / "sample"), "--output", str(tmp_path), "--quiet", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    zones = [[int(r[z]) for z in "ABCDEF"] for r in rows]
+    assert len({z for row in zones for z in row}) > 1, "every zone of every image got the same score"
+    for row in rows:
+        assert 0 <= int(row["global"]) <= 18
+        assert 0 <= float(row["geographic_extent"]) <= 8 and 0 <= float(row["opacity"]) <= 6
+        record = json.loads((tmp_path / f"{Path(row['input']).stem}.json").read_text())
+        assert "lungs_not_found" not in record["quality_flags"]
+        assert record["geographic_extent"] == pytest.approx(float(row["geographic_extent"]), abs=0.01)
