@@ -19,6 +19,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from monai_bsnet.dicom_writers import projection_pixel_measures
 from monai_bsnet.label_maps import BRIXIA_LABEL_COLORS, BRIXIA_LABELS
 from monai_bsnet.zones import SCORE_MEANINGS
 
@@ -73,12 +74,6 @@ def brixia_label_segmentation(
         description.RecommendedDisplayCIELabValue = cielab(BRIXIA_LABEL_COLORS[name])
         descriptions.append(description)
     masks = np.stack([labels == value for value in BRIXIA_LABELS.values()], axis=-1)[None].astype(np.uint8)
-    # highdicom leaves the shared functional groups empty for images without patient coordinates
-    # (CR, DX); viewers such as OHIF read the pixel spacing from there and fail on an empty sequence
-    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
-    pixel_measures = (
-        hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0) if spacing else None
-    )
     seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=masks,
@@ -96,7 +91,7 @@ def brixia_label_segmentation(
         content_label="BRIXIA",
         content_description=f"Brixia zone scores {brixia}" if brixia else "Brixia zone scores",
         content_creator_name=creator,
-        pixel_measures=pixel_measures,
+        pixel_measures=projection_pixel_measures(source),
     )
     seg.SeriesDescription = f"BS-Net Brixia {brixia} (corrected)" if brixia else "BS-Net Brixia zones (corrected)"
     # type 2C for images without a patient-space orientation (CR, DX, secondary captures)

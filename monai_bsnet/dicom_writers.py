@@ -34,6 +34,17 @@ def _zone_concept(zone: str) -> CodedConcept:
     return CodedConcept(f"BRIXIA-{zone}", BRIXIA_SCHEME, f"Brixia score, zone {zone}")
 
 
+def projection_pixel_measures(source: pydicom.Dataset) -> hd.PixelMeasuresSequence | None:
+    """Pixel measures for a SEG of a projection radiograph (CR, DX, secondary capture).
+
+    highdicom leaves the shared functional groups empty for images without patient coordinates;
+    viewers such as OHIF read the pixel spacing from there and fail on an empty sequence. DX and CR
+    state ``ImagerPixelSpacing`` (at the detector) where CT/MR state ``PixelSpacing``.
+    """
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
+    return hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0) if spacing else None
+
+
 def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: np.ndarray, version: str) -> hd.seg.Segmentation:
     """A binary DICOM Segmentation of ``source``: segment 1 the lungs, segments 2-7 zones A-F within them.
 
@@ -73,6 +84,7 @@ def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: n
         software_versions=version,
         device_serial_number="none",
         omit_empty_frames=False,
+        pixel_measures=projection_pixel_measures(source),
     )
     # type 2C for images without a patient-space orientation (CR, DX, secondary captures)
     seg.PatientOrientation = source.get("PatientOrientation", ["", ""]) or ["", ""]

@@ -45,7 +45,12 @@ def test_segmentation_holds_lungs_and_zones_of_the_source(scored, dicom_zoo, kin
     assert len(seg.SegmentSequence) == 7
     assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     lung = np.asarray(Image.open(record["outputs"]["lung_mask"])) > 0
-    # one frame per segment; read with pydicom (highdicom's reader wants a pixel spacing that DX lacks)
+    # the detector's pixel spacing is in the shared functional groups, where viewers (OHIF) look for it
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
+    if spacing:
+        measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        assert [float(v) for v in measures.PixelSpacing] == [float(v) for v in spacing]
+    # one frame per segment
     frames = seg.pixel_array
     numbers = [f.SegmentIdentificationSequence[0].ReferencedSegmentNumber for f in seg.PerFrameFunctionalGroupsSequence]
     masks = np.stack([frames[numbers.index(n)] for n in range(1, 8)], axis=-1)

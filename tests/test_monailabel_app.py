@@ -235,6 +235,22 @@ def test_lung_task_gives_a_lung_mask(client):
     assert params["label_names"] == {"lung": 1}
 
 
+def test_explain_task_marks_each_zones_hot_spots_with_the_zones_score_label(client):
+    assert "bsnet_explain" in client.info()["models"]
+    label_file, params = client.infer("bsnet_explain", "cxr_png", {})
+    hot = read_label_map(label_file)
+    assert hot.shape == (260, 300)
+    zones, scores = zones_of(params), record_scores(params)
+    explained = params["explanation"]
+    assert explained["method"] == "gradcam" and set(explained["zones"]) == set(ZONE_NAMES)
+    for z, name in enumerate(ZONE_NAMES):
+        values = set(np.unique(hot[zones == z])) - {0}
+        assert values <= {scores[z] + 1}  # a hot spot carries its own zone's score label
+        if explained["zones"][name]["peak_relevance"] > 0:
+            assert values == {scores[z] + 1} and 0 < explained["zones"][name]["hot_fraction_of_zone"] <= 1
+    assert (hot > 0).sum() < (zones >= 0).sum()  # only part of the lungs is marked
+
+
 def test_corrupt_uploads_are_refused_and_store_nothing(client, server, workdir):
     garbage = workdir / "garbage.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))

@@ -11,6 +11,7 @@ Tasks:
   its score ("brixia 0" green .. "brixia 3" red), in the image's own geometry; the result JSON holds
   the full record (scores, probabilities, global score, quality flags, zone geometry, uncertainty);
 - infer ``lung``: the lung mask;
+- infer ``bsnet_explain``: each zone's explanation hot spots, filled with the zone's score label;
 - train ``bsnet``: fine-tunes the scoring stage on the corrected labels (a repainted zone map, or label
   info ``{"brixia": "013220"}``), publishes the best model, which inference then serves;
 - strategy ``bsnet_entropy``: the unlabelled image with the highest mean zone-score entropy (also

@@ -11,6 +11,7 @@
 ``train_threads``      CPU threads of a training (default: all cores but one)
 ``max_epochs`` ...     defaults of the train task: ``max_epochs``, ``val_split``, ``learning_rate``,
                        ``image_size``, ``train_batch_size``, ``val_batch_size``
+``explain_method``     ``gradcam`` (default) or ``occlusion``: the method of infer ``bsnet_explain``
 ``entropy_max_new``    images ``bsnet_entropy`` scores per call at most (default 32)
 =====================  ============================================================================
 """
@@ -27,7 +28,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.activelearning.entropy import BrixiaEntropy
-from lib.infers.bsnet import BrixiaZonesInfer, LungInfer
+from lib.infers.bsnet import BrixiaExplainInfer, BrixiaZonesInfer, LungInfer
 from lib.model import BrixiaModel, default_weights
 from lib.trainers.bsnet import BrixiaScoringTrain
 from monai_bsnet.label_maps import BRIXIA_LABEL_COLORS, BRIXIA_LABELS
@@ -69,7 +70,12 @@ class BSNetConfig(TaskConfig):
         logger.info("BS-Net weights: %s", self.model.current_path() or "random initialisation")
 
     def infer(self) -> dict[str, InferTask]:
-        return {self.name: BrixiaZonesInfer(self.model), "lung": LungInfer(self.model)}
+        method = self.conf.get("explain_method", "gradcam")
+        return {
+            self.name: BrixiaZonesInfer(self.model),
+            "lung": LungInfer(self.model),
+            f"{self.name}_explain": BrixiaExplainInfer(self.model, method=method),
+        }
 
     def trainer(self) -> TrainTask | None:
         threads = self.conf.get("train_threads")
