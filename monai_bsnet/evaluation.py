@@ -47,7 +47,8 @@ def write_evaluation(
     title: str = "",
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``scores.csv`` and the plots ``confusion_zone.png``,
-    ``confusion_global.png``, ``bland_altman_global.png`` and ``zone_mae.png``.
+    ``confusion_global.png``, ``bland_altman_global.png`` and ``zone_mae.png``; with consensus
+    scores, the same plots against the panel's mode in ``consensus_mode/``.
 
     Args:
         pred: predicted zone scores (N, 6) or class scores (N, 6, 4).
@@ -64,10 +65,11 @@ def write_evaluation(
     if consensus_mean is not None and consensus_mode is not None:
         report["consensus"] = consensus_metrics(p, consensus_mean, consensus_mode)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_confusion_matrix(zone_confusion_matrix(p, t), out / "confusion_zone.png", f"{title} zone scores (n={p.size})".strip())
-    plot_confusion_matrix(global_confusion_matrix(p, t), out / "confusion_global.png", f"{title} global score (n={len(p)})".strip())
-    plot_bland_altman(p.sum(1), t.sum(1), out / "bland_altman_global.png", f"{title} global score".strip())
-    plot_zone_mae(report["per_zone_mae"], out / "zone_mae.png", title or "BS-Net")
+    _write_plots(p, t, out, title, report["per_zone_mae"])
+    if "consensus" in report:
+        # the same pictures against the panel's most frequent score per zone, in a folder of their own
+        mode = as_zone_scores(consensus_mode)
+        _write_plots(p, mode, out / "consensus_mode", "vs consensus (mode)", report["consensus"]["vs_mode"]["per_zone_mae"])
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", *[f"pred_{z}" for z in ZONE_NAMES], *[f"true_{z}" for z in ZONE_NAMES], "pred_global", "true_global"])
@@ -75,6 +77,15 @@ def write_evaluation(
             name = names[i] if names is not None else str(i)
             writer.writerow([name, *p[i].tolist(), *t[i].tolist(), int(p[i].sum()), int(t[i].sum())])
     return report
+
+
+def _write_plots(p: np.ndarray, t: np.ndarray, out: Path, title: str, zone_mae: Mapping[str, float]) -> None:
+    """Confusion matrices (zone 4x4, global 19x19), Bland-Altman of the global score, per-zone MAE bars."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion_matrix(zone_confusion_matrix(p, t), out / "confusion_zone.png", f"{title} zone scores (n={p.size})".strip())
+    plot_confusion_matrix(global_confusion_matrix(p, t), out / "confusion_global.png", f"{title} global score (n={len(p)})".strip())
+    plot_bland_altman(p.sum(1), t.sum(1), out / "bland_altman_global.png", f"{title} global score".strip())
+    plot_zone_mae(zone_mae, out / "zone_mae.png", title or "BS-Net")
 
 
 class BrixiaEvaluationSaver:

@@ -104,3 +104,23 @@ def test_per_zone_mae(ratings):
         assert per_zone[zone] == pytest.approx(mean_absolute_error(target[:, z], pred[:, z]))
     assert np.mean(list(per_zone.values())) == pytest.approx(M.zone_mae(pred, target))
     assert M.brixia_metrics(pred, target)["per_zone_mae"] == per_zone
+
+
+def test_evaluation_plots_against_the_reference_and_against_the_consensus_panel(tmp_path):
+    from monai_bsnet.evaluation import write_evaluation
+
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 4, (12, 6))
+    senior = rng.integers(0, 4, (12, 6))
+    panel_mean = rng.uniform(0, 3, (12, 6))
+    panel_mode = np.rint(panel_mean).astype(int)
+    report = write_evaluation(pred, senior, tmp_path, consensus_mean=panel_mean, consensus_mode=panel_mode, title="vs senior")
+    for folder in (tmp_path, tmp_path / "consensus_mode"):
+        for name in ("confusion_zone.png", "confusion_global.png", "bland_altman_global.png", "zone_mae.png"):
+            assert (folder / name).stat().st_size > 1000, folder / name
+    assert report["zone_mae"] == pytest.approx(np.abs(pred - senior).mean())
+    assert report["consensus"]["vs_mode"]["zone_mae"] == pytest.approx(np.abs(pred - panel_mode).mean())
+    assert report["consensus"]["vs_mean"]["zone_mae"] == pytest.approx(np.abs(pred - panel_mean).mean())
+    # without panel scores there is no consensus folder
+    write_evaluation(pred, senior, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "consensus_mode").exists()
