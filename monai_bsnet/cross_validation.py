@@ -36,6 +36,7 @@ __all__ = [
     "train_scoring",
     "predict_zone_probabilities",
     "cross_validate",
+    "prediction_rows",
     "summarise_predictions",
 ]
 
@@ -53,7 +54,6 @@ class ScoringRecipe:
         end_to_end_epochs: epochs of the optional second phase that trains everything at a tenth of
             the learning rate, starting from the first phase's best checkpoint (0: no such phase).
         lateral_flip_prob: probability of the mirror-and-swap-zones augmentation.
-        tta: average the prediction of the image and of its mirror (zones swapped back).
         learning_rate: of the first phase.
         batch_size: images per step.
     """
@@ -61,7 +61,6 @@ class ScoringRecipe:
     head_epochs: int = 40
     end_to_end_epochs: int = 0
     lateral_flip_prob: float = 0.0
-    tta: bool = False
     learning_rate: float = 1e-3
     batch_size: int = 8
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -170,31 +169,31 @@ def predict_zone_probabilities(
     network: nn.Module,
     images: Sequence[str | os.PathLike],
     device: str | torch.device = "cpu",
-    tta: bool = False,
     batch_size: int = 8,
     spatial_size: int = NETWORK_SIZE,
-) -> np.ndarray:
-    """Zone probabilities (N, 6, 4) of image files, preprocessed as in validation and inference.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zone probabilities (N, 6, 4) of image files, preprocessed as in validation and inference:
+    plain, and with test-time augmentation (the average with the mirror image's, zones swapped back).
 
     Args:
         network: a BSNet with its weights.
         images: image files.
         device: where the network runs.
-        tta: also score each image's mirror and average, zones swapped back (test-time augmentation).
         batch_size: images per network call.
         spatial_size: the network's input side (512 for the shipped model).
     """
     load, preprocess = LoadCXR(), cxr_preprocessing(spatial_size)
     network = network.to(device).eval()
-    out = []
+    plain, tta = [], []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([preprocess(load(p)).as_tensor() for p in images[start : start + batch_size]]).to(device)
         probs = torch.softmax(network.outputs(batch).zone_logits.float(), -1)
-        if tta:
-            mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
-            probs = (probs + swap_zone_sides(mirrored)) / 2
-        out.append(probs.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 6, 4), np.float32)
+        mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
+        plain.append(probs.cpu().numpy())
+        tta.append(((probs + swap_zone_sides(mirrored)) / 2).cpu().numpy())
+    if not plain:
+        return np.zeros((0, 6, 4), np.float32), np.zeros((0, 6, 4), np.float32)
+    return np.concatenate(plain), np.concatenate(tta)
 
 
 def cross_validate(
@@ -223,19 +222,7 @@ def cross_validate(
         network = load_weights(BSNet(), fold_dir / "model.pt")
         paths = [item["image"] for item in test]
         size = overrides.get("image_size", NETWORK_SIZE)
-        probs = {tta: predict_zone_probabilities(network, paths, device, tta=tta, spatial_size=size) for tta in (False, True)}
-        for i, item in enumerate(test):
-            predictions.append(
-                {
-                    "filename": item.get("filename", Path(item["image"]).name),
-                    "patient_id": item.get("patient_id", ""),
-                    "fold": k,
-                    "label_senior": list(map(int, item["label_senior"])),
-                    "label_junior": list(map(int, item["label_junior"])),
-                    "probabilities": np.round(probs[False][i], 5).tolist(),
-                    "probabilities_tta": np.round(probs[True][i], 5).tolist(),
-                }
-            )
+        predictions += prediction_rows(test, k, *predict_zone_probabilities(network, paths, device, spatial_size=size))
         log.update(fold=k, n_test=len(test), seconds=round(time.perf_counter() - start, 1))
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)
@@ -243,6 +230,26 @@ def cross_validate(
     summary = summarise_predictions(predictions)
     summary.update(recipe=asdict(recipe), n_folds=n_folds, seed=seed, folds=folds_log)
     return summary
+
+
+def prediction_rows(
+    items: Sequence[Mapping[str, Any]], fold: int | Sequence[int], probabilities: np.ndarray, probabilities_tta: np.ndarray
+) -> list[dict[str, Any]]:
+    """The JSON rows of predictions that :func:`summarise_predictions` reads: one per image, with both
+    raters' scores and the zone probabilities without and with test-time augmentation."""
+    folds = [fold] * len(items) if isinstance(fold, int) else list(fold)
+    return [
+        {
+            "filename": item.get("filename", Path(item["image"]).name),
+            "patient_id": item.get("patient_id", ""),
+            "fold": int(folds[i]),
+            "label_senior": list(map(int, item["label_senior"])),
+            "label_junior": list(map(int, item["label_junior"])),
+            "probabilities": np.round(probabilities[i], 5).tolist(),
+            "probabilities_tta": np.round(probabilities_tta[i], 5).tolist(),
+        }
+        for i, item in enumerate(items)
+    ]
 
 
 def summarise_predictions(predictions: Sequence[Mapping[str, Any]], reference: str = "label_senior") -> dict[str, Any]:

@@ -16,16 +16,13 @@ from collections.abc import Mapping
 import highdicom as hd
 import numpy as np
 import pydicom
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
-from monai_bsnet.dicom_writers import projection_pixel_measures
+from monai_bsnet.dicom_writers import lung_segment, projection_segmentation
 from monai_bsnet.label_maps import BRIXIA_LABEL_COLORS, BRIXIA_LABELS
 from monai_bsnet.zones import SCORE_MEANINGS
 
 __all__ = ["brixia_label_segmentation", "label_map_from_segmentation", "referenced_series", "cielab"]
 
-_MANUFACTURER = "monai-bsnet"
 #: SeriesNumber of corrected zone maps (the automatic results use 901 and 902).
 SERIES_NUMBER = 903
 
@@ -58,44 +55,25 @@ def brixia_label_segmentation(
     labels = np.asarray(labels)
     if labels.shape != (int(source.Rows), int(source.Columns)):
         raise ValueError(f"zone map {labels.shape} does not match the image ({source.Rows}, {source.Columns})")
-    algorithm = hd.AlgorithmIdentificationSequence(name="BS-Net", family=codes.cid7162.ArtificialIntelligence, version=version)
     descriptions = []
     for name, value in BRIXIA_LABELS.items():
-        description = hd.seg.SegmentDescription(
-            segment_number=value,
-            segment_label=name,
-            segmented_property_category=codes.SCT.Organ,
-            segmented_property_type=codes.SCT.Lung,
-            # a radiologist may have repainted it: "semi-automatic" is the honest description
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm,
-        )
+        # a radiologist may have repainted it: "semi-automatic" is the honest description
+        description = lung_segment(value, name, version, hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC)
         description.SegmentDescription = f"Brixia score {value - 1}: {SCORE_MEANINGS[value - 1]}"
         description.RecommendedDisplayCIELabValue = cielab(BRIXIA_LABEL_COLORS[name])
         descriptions.append(description)
-    masks = np.stack([labels == value for value in BRIXIA_LABELS.values()], axis=-1)[None].astype(np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=masks,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
+    masks = np.stack([labels == value for value in BRIXIA_LABELS.values()], axis=-1)
+    seg = projection_segmentation(
+        source,
+        masks,
+        descriptions,
+        version,
         series_number=SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
-        manufacturer_model_name="BS-Net",
-        software_versions=version,
-        device_serial_number="none",
-        omit_empty_frames=False,
         content_label="BRIXIA",
         content_description=f"Brixia zone scores {brixia}" if brixia else "Brixia zone scores",
         content_creator_name=creator,
-        pixel_measures=projection_pixel_measures(source),
     )
     seg.SeriesDescription = f"BS-Net Brixia {brixia} (corrected)" if brixia else "BS-Net Brixia zones (corrected)"
-    # type 2C for images without a patient-space orientation (CR, DX, secondary captures)
-    seg.PatientOrientation = source.get("PatientOrientation", ["", ""]) or ["", ""]
     return seg
 
 

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from monai_bsnet.writers import atomic_path
 from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
 
-__all__ = ["brixia_segmentation", "brixia_report", "write_dicom_results", "store_dicomweb", "BRIXIA_SCHEME"]
+__all__ = ["brixia_segmentation", "brixia_report", "lung_segment", "projection_segmentation", "write_dicom_results", "store_dicomweb", "BRIXIA_SCHEME"]
 
 BRIXIA_SCHEME = "99BSNET"
 _SCORE_UNIT = CodedConcept("{score}", "UCUM", "score")
@@ -34,7 +34,7 @@ def _zone_concept(zone: str) -> CodedConcept:
     return CodedConcept(f"BRIXIA-{zone}", BRIXIA_SCHEME, f"Brixia score, zone {zone}")
 
 
-def projection_pixel_measures(source: pydicom.Dataset) -> hd.PixelMeasuresSequence | None:
+def _pixel_measures(source: pydicom.Dataset) -> hd.PixelMeasuresSequence | None:
     """Pixel measures for a SEG of a projection radiograph (CR, DX, secondary capture).
 
     highdicom leaves the shared functional groups empty for images without patient coordinates;
@@ -43,6 +43,60 @@ def projection_pixel_measures(source: pydicom.Dataset) -> hd.PixelMeasuresSequen
     """
     spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
     return hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0) if spacing else None
+
+
+def lung_segment(number: int, label: str, version: str, algorithm_type: hd.seg.SegmentAlgorithmTypeValues) -> hd.seg.SegmentDescription:
+    """A segment of lung tissue made by BS-Net (``algorithm_type``: automatic, or semi-automatic once corrected)."""
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Lung,
+        algorithm_type=algorithm_type,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="BS-Net", family=codes.cid7162.ArtificialIntelligence, version=version
+        ),
+    )
+
+
+def projection_segmentation(
+    source: pydicom.Dataset,
+    masks: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    version: str,
+    series_number: int,
+    **options: Any,
+) -> hd.seg.Segmentation:
+    """A binary DICOM SEG of one projection radiograph (CR, DX, secondary capture).
+
+    Args:
+        source: the segmented image.
+        masks: (rows, columns, segments) masks, in the order of ``descriptions``.
+        descriptions: one per segment.
+        version: software version written into the object.
+        series_number: SeriesNumber of the new series.
+        options: further arguments of :class:`highdicom.seg.Segmentation` (content label, creator...).
+    """
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=np.asarray(masks)[None].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        manufacturer_model_name="BS-Net",
+        software_versions=version,
+        device_serial_number="none",
+        omit_empty_frames=False,
+        pixel_measures=_pixel_measures(source),
+        **options,
+    )
+    # type 2C for images without a patient-space orientation (CR, DX, secondary captures)
+    seg.PatientOrientation = source.get("PatientOrientation", ["", ""]) or ["", ""]
+    return seg
 
 
 def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: np.ndarray, version: str) -> hd.seg.Segmentation:
@@ -54,41 +108,13 @@ def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: n
         zone_index: (rows, columns) zone index 0..5 (A..F), -1 outside the zones.
         version: software version written into the object.
     """
-    algorithm = hd.AlgorithmIdentificationSequence(name="BS-Net", family=codes.cid7162.ArtificialIntelligence, version=version)
-
-    def segment(number: int, label: str) -> hd.seg.SegmentDescription:
-        return hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.Organ,
-            segmented_property_type=codes.SCT.Lung,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        )
-
-    descriptions = [segment(1, "Lungs")] + [
-        segment(z + 2, f"Brixia zone {name} ({ZONE_LUNG[name]} lung, {ZONE_LEVEL[name]})") for z, name in enumerate(ZONE_NAMES)
+    automatic = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+    descriptions = [lung_segment(1, "Lungs", version, automatic)] + [
+        lung_segment(z + 2, f"Brixia zone {name} ({ZONE_LUNG[name]} lung, {ZONE_LEVEL[name]})", version, automatic)
+        for z, name in enumerate(ZONE_NAMES)
     ]
     masks = [lung] + [(zone_index == z) & lung for z in range(len(ZONE_NAMES))]
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=np.stack(masks, axis=-1)[None].astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=901,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=_MANUFACTURER,
-        manufacturer_model_name="BS-Net",
-        software_versions=version,
-        device_serial_number="none",
-        omit_empty_frames=False,
-        pixel_measures=projection_pixel_measures(source),
-    )
-    # type 2C for images without a patient-space orientation (CR, DX, secondary captures)
-    seg.PatientOrientation = source.get("PatientOrientation", ["", ""]) or ["", ""]
-    return seg
+    return projection_segmentation(source, np.stack(masks, axis=-1), descriptions, version, series_number=901)
 
 
 def brixia_report(source: pydicom.Dataset, record: Mapping[str, Any], version: str) -> hd.sr.Comprehensive3DSR:

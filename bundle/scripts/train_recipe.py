@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_bsnet.cross_validation import RECIPES, cross_validate, run_bundle_stage, train_scoring
+from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, cross_validate, run_bundle_stage, train_scoring
 from monai_bsnet.data import brixia_public_datalist, cohen_severity_datalist, lungseg_datalist
 
 SCHEDULES = {
@@ -127,7 +127,7 @@ def scoring_overrides(args, sched) -> dict:
     return {"num_workers": sched["num_workers"], "amp": sched["amp"], "image_size": sched["image_size"]}
 
 
-def recipe_for(name: str, sched) -> "object":
+def recipe_for(name: str, sched) -> ScoringRecipe:
     recipe = RECIPES[name]
     scale = sched["scale"]
     epochs = lambda n: max(1, round(n * scale)) if n else 0  # noqa: E731 - 0 keeps a phase off
@@ -199,7 +199,7 @@ def step_evaluate_final(args, sched, models: Path) -> dict:
     trained on but chose the checkpoint, so their numbers are optimistic too. The cross-validation
     steps give the honest estimate.
     """
-    from monai_bsnet.cross_validation import predict_zone_probabilities, summarise_predictions
+    from monai_bsnet.cross_validation import predict_zone_probabilities, prediction_rows, summarise_predictions
     from monai_bsnet.networks import BSNet, load_weights
     from monai_bsnet.training import train_val_split
 
@@ -208,13 +208,8 @@ def step_evaluate_final(args, sched, models: Path) -> dict:
     val_names = {item["filename"] for item in val}
     network = load_weights(BSNet(), models / "model.pt")
     paths = [item["image"] for item in items]
-    probs = {tta: predict_zone_probabilities(network, paths, args.device, tta=tta, spatial_size=sched["image_size"]) for tta in (False, True)}
-    predictions = [
-        {"filename": item["filename"], "patient_id": item["patient_id"], "fold": int(item["filename"] in val_names),
-         "label_senior": list(map(int, item["label_senior"])), "label_junior": list(map(int, item["label_junior"])),
-         "probabilities": np.round(probs[False][k], 5).tolist(), "probabilities_tta": np.round(probs[True][k], 5).tolist()}
-        for k, item in enumerate(items)
-    ]
+    folds = [int(item["filename"] in val_names) for item in items]
+    predictions = prediction_rows(items, folds, *predict_zone_probabilities(network, paths, args.device, spatial_size=sched["image_size"]))
     (args.logs / "final_predictions.json").write_text(json.dumps(predictions))
     result = {"note": "fold 0 = training images, fold 1 = inner validation images (chose the checkpoint)"}
     for name, subset in (("all", predictions), ("training", [p for p in predictions if p["fold"] == 0]),
@@ -238,8 +233,8 @@ def step_export(args, sched, models: Path) -> dict:
     torch.save(half, models / "model_half.pt")
     restored = load_weights(BSNet(), models / "model_half.pt")
     images = [item["image"] for item in brixia(args)]
-    p_full = predict_zone_probabilities(full, images, args.device, spatial_size=sched["image_size"])
-    p_half = predict_zone_probabilities(restored, images, args.device, spatial_size=sched["image_size"])
+    p_full = predict_zone_probabilities(full, images, args.device, spatial_size=sched["image_size"])[0]
+    p_half = predict_zone_probabilities(restored, images, args.device, spatial_size=sched["image_size"])[0]
     return {"n_images": len(images), "max_abs_probability_difference": float(np.abs(p_full - p_half).max()),
             "zone_score_agreement": float((p_full.argmax(-1) == p_half.argmax(-1)).mean()),
             "bytes_float32": (models / "model.pt").stat().st_size, "bytes_half": (models / "model_half.pt").stat().st_size}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
@@ -176,6 +177,21 @@ class BrixiaPredictor:
             "disclaimer": "Research use only; not for diagnosis.",
         }
 
+    def postprocess(
+        self, item: CXRInput, meta: dict[str, Any], out: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, Any], np.ndarray, torch.Tensor, np.ndarray]:
+        """One image's network outputs (of :meth:`forward`, batch axis removed) -> its record with the
+        quality flags, the lung mask (rows, columns) bool, the zone index map (-1 outside the zones)
+        and the zone label map (score + 1 inside the lungs), all in the image's own geometry."""
+        size = meta["spatial_shape"]
+        lung_fraction = float((out["lung"] > self.lung_threshold).float().mean())
+        record = self.make_record(item, meta, out["zone_probabilities"], self._flags(item, meta, lung_fraction))
+        lung = (to_original_geometry(out["lung"], size)[0] > self.lung_threshold).numpy()
+        zone_index = zone_index_map(out["theta"], size)
+        scores = [record["zones"][z]["score"] for z in ZONE_NAMES]
+        labels = zone_label_map(zone_index, scores, torch.from_numpy(lung)).numpy()
+        return record, lung, zone_index, labels
+
     def _flags(self, item: CXRInput, meta: dict[str, Any], lung_fraction: float) -> list[str]:
         flags = []
         if lung_fraction < 0.05:
@@ -194,14 +210,8 @@ class BrixiaPredictor:
     ) -> dict[str, Any]:
         start = time.perf_counter()
         meta = loaded["meta"]
-        size = meta["spatial_shape"]
-        lung_frame = out["lung"] > self.lung_threshold
-        flags = self._flags(item, meta, float(lung_frame.float().mean()))
-        record = self.make_record(item, meta, out["zone_probabilities"], flags)
-        lung = (to_original_geometry(out["lung"], size)[0] > self.lung_threshold).numpy()
-        zone_index = zone_index_map(out["theta"], size)
+        record, lung, zone_index, labels = self.postprocess(item, meta, out)
         scores = [record["zones"][z]["score"] for z in ZONE_NAMES]
-        labels = zone_label_map(zone_index, scores, torch.from_numpy(lung)).numpy()
         overlay = render_overlay(loaded["image"], lung, zone_index.numpy(), labels, scores, f"BS-Net {self.model_version}")
         # timing goes into the record before it is written (writing itself is not counted)
         record["timing_seconds"] = {

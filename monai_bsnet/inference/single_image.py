@@ -19,8 +19,7 @@ import torch
 
 from monai_bsnet.inference.inputs import CXRInput
 from monai_bsnet.inference.predictor import BrixiaPredictor
-from monai_bsnet.inference.zone_map import ZONE_BANDS, zone_index_map, zone_label_map
-from monai_bsnet.transforms import to_original_geometry
+from monai_bsnet.inference.zone_map import ZONE_BANDS
 from monai_bsnet.zones import NUM_SCORES, ZONE_NAMES
 
 __all__ = ["ScoredImage", "score_image", "zone_entropy", "mean_zone_entropy"]
@@ -38,6 +37,8 @@ class ScoredImage(NamedTuple):
         lung: (rows, columns) boolean lung mask.
         zone_index: (rows, columns) zone index 0..5 (A..F), -1 outside the aligned frame.
         labels: (rows, columns) uint8 zone map, score + 1 inside the lungs, 0 elsewhere.
+        net_input: (1, h, w) the preprocessed image the network read (for an explanation map).
+        network_lung: (1, h, w) lung probability in the network's frame.
     """
 
     record: dict[str, Any]
@@ -46,6 +47,8 @@ class ScoredImage(NamedTuple):
     lung: np.ndarray
     zone_index: np.ndarray
     labels: np.ndarray
+    net_input: torch.Tensor
+    network_lung: torch.Tensor
 
 
 def zone_entropy(probabilities: torch.Tensor) -> torch.Tensor:
@@ -80,17 +83,11 @@ def score_image(predictor: BrixiaPredictor, image: Any, source: str | Path, name
     loaded = time.perf_counter()
     out = predictor.forward(net_input.float()[None])
     network_seconds = time.perf_counter() - loaded
-    probabilities, lung_frame, theta = out["zone_probabilities"][0], out["lung"][0], out["theta"][0]
-
+    out = {key: value[0] for key, value in out.items()}
+    probabilities, theta = out["zone_probabilities"], out["theta"]
     item = CXRInput(Path(source), name or Path(source).name.split(".")[0])
-    lung_fraction = float((lung_frame > predictor.lung_threshold).float().mean())
-    # the predictor's own quality checks, so that the app flags exactly what `bsnet predict` flags
-    flags = predictor._flags(item, meta, lung_fraction)
-    record = predictor.make_record(item, meta, probabilities, flags)
-    lung = (to_original_geometry(lung_frame, size)[0] > predictor.lung_threshold).numpy()
-    zone_index = zone_index_map(theta, size)
-    scores = [record["zones"][z]["score"] for z in ZONE_NAMES]
-    labels = zone_label_map(zone_index, scores, torch.from_numpy(lung)).numpy()
+    # the predictor's own post-processing and quality checks: the record `bsnet predict` writes
+    record, lung, zone_index, labels = predictor.postprocess(item, meta, out)
 
     entropies = zone_entropy(probabilities)
     record["uncertainty"] = {
@@ -109,4 +106,4 @@ def score_image(predictor: BrixiaPredictor, image: Any, source: str | Path, name
         "network": round(network_seconds, 4),
         "postprocess": round(time.perf_counter() - loaded - network_seconds, 4),
     }
-    return ScoredImage(record, probabilities, theta, lung, zone_index.numpy(), labels)
+    return ScoredImage(record, probabilities, theta, lung, zone_index.numpy(), labels, net_input.float(), out["lung"])

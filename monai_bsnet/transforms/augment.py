@@ -22,13 +22,12 @@ def swap_zone_sides(scores):
     The zone axis is the last one of a score vector and the second to last of probabilities;
     A, B, C trade places with D, E, F (numpy arrays and tensors alike).
     """
-    index = list(LATERAL_ZONE_SWAP)
+    if not isinstance(scores, torch.Tensor):
+        scores = np.asarray(scores)
+    axis = -2 if scores.ndim >= 2 and tuple(scores.shape[-2:]) == (6, 4) else -1
     if isinstance(scores, torch.Tensor):
-        axis = -2 if scores.ndim >= 2 and scores.shape[-1] == 4 and scores.shape[-2] == 6 else -1
-        return scores.index_select(axis, torch.tensor(index, device=scores.device))
-    scores = np.asarray(scores)
-    axis = -2 if scores.ndim >= 2 and scores.shape[-1] == 4 and scores.shape[-2] == 6 else -1
-    return np.take(scores, index, axis=axis)
+        return scores.index_select(axis, torch.tensor(LATERAL_ZONE_SWAP, device=scores.device))
+    return np.take(scores, LATERAL_ZONE_SWAP, axis=axis)
 
 
 class RandLateralFlipd(RandomizableTransform, MapTransform):

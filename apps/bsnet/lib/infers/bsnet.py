@@ -21,7 +21,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.model import RANDOM_WEIGHTS_FLAG, BrixiaModel
-from monai_bsnet.inference.single_image import score_image
+from monai_bsnet.inference.single_image import ScoredImage, score_image
 from monai_bsnet.label_maps import BRIXIA_LABEL_COLORS, BRIXIA_LABELS, LUNG_LABELS, write_label_map
 from monai_bsnet.transforms import LoadCXRd
 from monai_bsnet.zones import ZONE_NAMES
@@ -156,13 +156,12 @@ class BrixiaExplainInfer(BrixiaZonesInfer):
         )
         self.method = method
 
-    def explanation_label(self, predictor: Any, data: dict[str, Any], scored: Any, record: dict[str, Any]) -> np.ndarray:
+    def explanation_label(self, predictor: Any, data: dict[str, Any], scored: ScoredImage, record: dict[str, Any]) -> np.ndarray:
         from monai_bsnet.explain import explain
 
         method = str(data.get("explain_method") or self.method)
-        net_input = predictor.preprocess(data["image"])
-        net_input = net_input.as_tensor() if hasattr(net_input, "as_tensor") else net_input
-        explanation = explain(predictor.network, net_input.float(), method)
+        # the scoring's own network input and lung map: nothing is preprocessed or segmented twice
+        explanation = explain(predictor.network, scored.net_input, method, lung=scored.network_lung)
         relevance, _ = explanation.to_original(scored.labels.shape)
         label = np.zeros(scored.labels.shape, np.uint8)
         zones = {}
