@@ -171,7 +171,8 @@ def predict_zone_probabilities(
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     spatial_size: int = NETWORK_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
+    tta: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Zone probabilities (N, 6, 4) of image files, preprocessed as in validation and inference:
     plain, and with test-time augmentation (the average with the mirror image's, zones swapped back).
 
@@ -181,19 +182,21 @@ def predict_zone_probabilities(
         device: where the network runs.
         batch_size: images per network call.
         spatial_size: the network's input side (512 for the shipped model).
+        tta: also compute the test-time augmented probabilities (else None comes back for them;
+            this halves the cost).
     """
     load, preprocess = LoadCXR(), cxr_preprocessing(spatial_size)
     network = network.to(device).eval()
-    plain, tta = [], []
+    plain, augmented = [], []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([preprocess(load(p)).as_tensor() for p in images[start : start + batch_size]]).to(device)
         probs = torch.softmax(network.outputs(batch).zone_logits.float(), -1)
-        mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
         plain.append(probs.cpu().numpy())
-        tta.append(((probs + swap_zone_sides(mirrored)) / 2).cpu().numpy())
-    if not plain:
-        return np.zeros((0, 6, 4), np.float32), np.zeros((0, 6, 4), np.float32)
-    return np.concatenate(plain), np.concatenate(tta)
+        if tta:
+            mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
+            augmented.append(((probs + swap_zone_sides(mirrored)) / 2).cpu().numpy())
+    stack = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0, 6, 4), np.float32)  # noqa: E731
+    return stack(plain), (stack(augmented) if tta else None)
 
 
 def cross_validate(

@@ -22,6 +22,7 @@ two-core machine can sustain; ``smoke`` is the tiny run the tests use.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -41,8 +42,13 @@ SCHEDULES = {
     "gpu": {"segmentation_epochs": 50, "alignment_epochs": 60, "num_workers": 4, "amp": True, "image_size": 512, "scale": 1.0},
     "gpu_quick": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 14, "amp": True, "image_size": 512, "scale": 0.75},
     "cpu_quick": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.75},
+    # stage c on cached outputs of the frozen stages (monai_bsnet.frozen_head): 2 random draws per image
+    "cpu_cached": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.4,
+                   "cached_draws": 2},
     "cpu": {"segmentation_epochs": 30, "alignment_epochs": 60, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.5},
     "smoke": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0},
+    "smoke_cached": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0,
+                     "cached_draws": 1},
 }
 
 
@@ -139,11 +145,26 @@ def brixia(args) -> list:
     return brixia_public_datalist(args.data / "brixia-public")[: args.limit]
 
 
+def frozen_stage_cache(args, sched, models: Path):
+    """The outputs of stage b's frozen network on augmented copies of every image (``cpu_cached``)."""
+    from monai_bsnet.frozen_head import FrozenStageCache
+    from monai_bsnet.networks import BSNet, load_weights
+
+    ckpt = models / "alignment.pt"
+    return FrozenStageCache(load_weights(BSNet(), ckpt), args.work / "frozen_stages", sched["cached_draws"], sched["image_size"],
+                            device=args.device, weights_id=hashlib.sha256(ckpt.read_bytes()).hexdigest())
+
+
 def step_cv(args, sched, models: Path, variant: str) -> dict:
     recipe = recipe_for(variant, sched)
     work = args.work / f"cv_{variant}"
-    summary = cross_validate(recipe, brixia(args), models / "alignment.pt", work, args.folds,
-                             device=args.device, **scoring_overrides(args, sched))
+    if "cached_draws" in sched:
+        from monai_bsnet.frozen_head import cross_validate_head
+
+        summary = cross_validate_head(recipe, brixia(args), frozen_stage_cache(args, sched, models), work, args.folds)
+    else:
+        summary = cross_validate(recipe, brixia(args), models / "alignment.pt", work, args.folds,
+                                 device=args.device, **scoring_overrides(args, sched))
     # the out-of-fold probabilities are small and are the evidence behind every cross-validated number
     shutil.copy(work / "predictions.json", args.logs / f"cv_{variant}_predictions.json")
     return summary
@@ -153,9 +174,16 @@ def step_final(args, sched, models: Path, variant: str) -> dict:
     if variant == "auto":
         variant = best_variant(args.logs)
     recipe = recipe_for(variant, sched)
-    final_dir = args.work / "final"
-    log = train_scoring(recipe, brixia(args), models / "alignment.pt", final_dir, **scoring_overrides(args, sched))
-    shutil.copy(final_dir / "model.pt", models / "model.pt")
+    if "cached_draws" in sched:
+        from monai_bsnet.frozen_head import train_final_head
+
+        cache = frozen_stage_cache(args, sched, models)
+        log = train_final_head(recipe, brixia(args), cache)
+        torch.save(cache.bsnet.state_dict(), models / "model.pt")
+    else:
+        final_dir = args.work / "final"
+        log = train_scoring(recipe, brixia(args), models / "alignment.pt", final_dir, **scoring_overrides(args, sched))
+        shutil.copy(final_dir / "model.pt", models / "model.pt")
     return {"variant": variant, "recipe": asdict(recipe), "training": log}
 
 
@@ -233,8 +261,8 @@ def step_export(args, sched, models: Path) -> dict:
     torch.save(half, models / "model_half.pt")
     restored = load_weights(BSNet(), models / "model_half.pt")
     images = [item["image"] for item in brixia(args)]
-    p_full = predict_zone_probabilities(full, images, args.device, spatial_size=sched["image_size"])[0]
-    p_half = predict_zone_probabilities(restored, images, args.device, spatial_size=sched["image_size"])[0]
+    p_full = predict_zone_probabilities(full, images, args.device, spatial_size=sched["image_size"], tta=False)[0]
+    p_half = predict_zone_probabilities(restored, images, args.device, spatial_size=sched["image_size"], tta=False)[0]
     return {"n_images": len(images), "max_abs_probability_difference": float(np.abs(p_full - p_half).max()),
             "zone_score_agreement": float((p_full.argmax(-1) == p_half.argmax(-1)).mean()),
             "bytes_float32": (models / "model.pt").stat().st_size, "bytes_half": (models / "model_half.pt").stat().st_size}

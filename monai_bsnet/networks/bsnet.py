@@ -122,15 +122,22 @@ class BSNet(nn.Module):
 
     def outputs(self, image: torch.Tensor) -> BSNetOutput:
         """All outputs of the network (what :meth:`forward` returns; subclasses may return less)."""
+        features, lung_logits, theta, aligned_lung = self.scoring_inputs(image)
+        zone_logits = self.scoring(features[1:], theta, aligned_lung)
+        return BSNetOutput(zone_logits, lung_logits, theta, aligned_lung)
+
+    def scoring_inputs(
+        self, image: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the first three stages hand to the scoring stage: the encoder features (all five,
+        finest first), the lung logits, ``theta`` and the aligned lung probability map."""
         if image.shape[-2] % 32 or image.shape[-1] % 32:
             raise ValueError(f"BSNet needs height and width that are multiples of 32, got {list(image.shape[-2:])}")
         features = self.encoder(image)
         lung_logits = self.segmentation(features)
         lung = torch.sigmoid(lung_logits)
         theta = self.alignment(lung)
-        aligned_lung = warp(lung, theta)
-        zone_logits = self.scoring(features[1:], theta, aligned_lung)
-        return BSNetOutput(zone_logits, lung_logits, theta, aligned_lung)
+        return features, lung_logits, theta, warp(lung, theta)
 
     def parameter_counts(self) -> dict[str, int]:
         """Number of parameters of each stage and of the whole network."""

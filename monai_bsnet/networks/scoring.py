@@ -147,6 +147,11 @@ class ZoneScoringHead(nn.Module):
             theta: (B, 2, 3) alignment.
             aligned_lung: (B, 1, H, W) lung probability in the aligned frame.
         """
+        return self.classify(self.zone_crops(features, theta, aligned_lung))
+
+    def zone_crops(self, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> list[torch.Tensor]:
+        """The parameter-free half of the head: per scale, the features warped into the aligned frame,
+        weighted by the lung map and cropped into the six zones, ``(B * 6, C_k, h_k, w_k)``."""
         crops: list[torch.Tensor] = []
         for k, feature in enumerate(features):
             aligned = warp(feature, theta)
@@ -157,7 +162,11 @@ class ZoneScoringHead(nn.Module):
             if self.zone_size[0] > 0:
                 size = [self.zone_size[0] >> k, self.zone_size[1] >> k]
             crops.append(pool_zones(aligned, self.boxes, size))
+        return crops
+
+    def classify(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """The trainable half of the head: zone logits (B, 6, 4) from the crops of :meth:`zone_crops`."""
         merged = self.pyramid(crops)
-        merged = merged.view(theta.shape[0], -1, merged.shape[1], merged.shape[2], merged.shape[3])  # (B, zones, ...)
+        merged = merged.view(-1, len(self.classifiers), merged.shape[1], merged.shape[2], merged.shape[3])  # (B, zones, ...)
         logits = [classifier(merged[:, z]) for z, classifier in enumerate(self.classifiers)]
         return torch.stack(logits, dim=1)

@@ -1,0 +1,135 @@
+"""Stage c on cached outputs of the frozen stages (the CPU form of the head-only recipes), on the
+bundle's sample radiographs at 64 px."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_bsnet.cross_validation import ScoringRecipe, predict_zone_probabilities
+from monai_bsnet.frozen_head import FrozenStageCache, copy_labels, cross_validate_head, head_probabilities, train_final_head, train_head
+from monai_bsnet.networks import BSNet
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+SCORES = ([0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1], [1, 0, 0, 2, 3, 3])
+
+
+@pytest.fixture
+def items(sample_images):
+    """The three sample radiographs, twice each under other patient ids (six images, six patients)."""
+    return [
+        {"image": str(path), "filename": f"{k}_{path.name}", "label": scores, "label_senior": scores,
+         "label_junior": scores, "patient_id": f"p{k}{i}"}
+        for k in range(2) for i, (path, scores) in enumerate(zip(sample_images, SCORES))
+    ]
+
+
+@pytest.fixture
+def network():
+    torch.manual_seed(0)
+    return BSNet().eval()
+
+
+def test_cached_plain_and_mirrored_copies_score_as_the_whole_network_does(tmp_path, items, network):
+    """Copy 0 is the inference preprocessing and copy 1 its mirror: the head on cached outputs gives
+    the whole network's probabilities, with and without test-time augmentation."""
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(items[:3])
+    outputs = cache.load(items[:3])
+    assert outputs.theta.shape == (3, 4, 2, 3) and outputs.features[0].shape[:3] == (3, 4, 64)
+    cached_plain, cached_tta = head_probabilities(network.scoring, outputs, [0, 1, 2])
+    plain, tta = predict_zone_probabilities(network, [item["image"] for item in items[:3]], spatial_size=SIZE)
+    np.testing.assert_allclose(cached_plain, plain, atol=1e-4)
+    np.testing.assert_allclose(cached_tta, tta, atol=1e-4)
+    # the random draw differs from the plain copy
+    assert not torch.allclose(outputs.features[0][:, 2], outputs.features[0][:, 0])
+
+
+def test_the_cache_resumes_and_refuses_other_settings(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
+    cache.build(items[:2])
+    first = cache.path(items[0]).stat().st_mtime_ns
+    cache.build(items[:3])  # only the third image is new
+    assert cache.path(items[0]).stat().st_mtime_ns == first and cache.path(items[2]).is_file()
+    assert not list((tmp_path / "cache").glob("*.partial"))
+    with pytest.raises(ValueError, match="built with"):
+        FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="b")
+    with pytest.raises(FileNotFoundError, match="not cached"):
+        cache.load([{**items[0], "image": str(tmp_path / "not_built.jpg")}])
+
+
+def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(items[:3])
+    outputs = cache.load(items[:3])
+    labels = torch.tensor([item["label"] for item in items[:3]])
+    head = network.scoring
+    before = np.abs(head_probabilities(head, outputs, range(3))[0].argmax(-1) - labels.numpy()).mean()
+    recipe = ScoringRecipe(head_epochs=12, lateral_flip_prob=0.5, learning_rate=1e-2, batch_size=3)
+    log = train_head(head, outputs, labels, range(3), range(3), recipe)
+    after = np.abs(head_probabilities(head, outputs, range(3))[0].argmax(-1) - labels.numpy()).mean()
+    assert after < before and after == pytest.approx(log["best_metric"])
+    assert 1 <= log["best_epoch"] <= 12
+    # the frozen stages were never touched
+    assert all(p.grad is None for p in network.encoder.parameters())
+
+
+def test_mirrored_copies_carry_their_scores_swapped_side_for_side():
+    labels = torch.tensor([[0, 1, 2, 3, 3, 3], [1, 1, 1, 0, 0, 0]])
+    assert copy_labels(labels, np.array([0, 3])).tolist() == [[0, 1, 2, 3, 3, 3], [0, 0, 0, 1, 1, 1]]
+    assert copy_labels(labels, np.array([1, 2])).tolist() == [[3, 3, 3, 0, 1, 2], [1, 1, 1, 0, 0, 0]]
+
+
+def test_end_to_end_recipes_cannot_use_the_cache(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    cache.build(items[:1])
+    with pytest.raises(ValueError, match="end-to-end"):
+        train_head(network.scoring, cache.load(items[:1]), torch.zeros(1, 6, dtype=torch.long), [0], [], ScoringRecipe(end_to_end_epochs=2))
+
+
+def test_cross_validation_on_the_cache_covers_every_image_once_and_resumes(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    recipe = ScoringRecipe(head_epochs=2, lateral_flip_prob=0.5, batch_size=2)
+    summary = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    predictions = json.loads((tmp_path / "cv" / "predictions.json").read_text())
+    assert sorted(p["filename"] for p in predictions) == sorted(item["filename"] for item in items)
+    assert summary["n_images"] == 6 and len(summary["folds"]) == 2 and summary["training"] == "cached frozen-stage outputs"
+    assert summary["junior_vs_senior"]["zone_mae"] == 0
+    fold_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cv").glob("fold*.json")}
+    again = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    assert {p: p.stat().st_mtime_ns for p in fold_files} == fold_files and again["plain"] == summary["plain"]
+
+
+def test_the_final_head_goes_into_the_network(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    log = train_final_head(replace(ScoringRecipe(), head_epochs=2, batch_size=2), items, cache)
+    after = network.state_dict()
+    assert log["n_train"] + log["n_val"] == 6
+    assert not torch.equal(before["scoring.classifiers.0.blocks.0.conv.weight"], after["scoring.classifiers.0.blocks.0.conv.weight"])
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("scoring."))
+
+
+def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cache(tmp_path, shared_data):
+    models = tmp_path / "work" / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(BSNet().state_dict(), models / "alignment.pt")  # stands in for stage b's checkpoint
+    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
+               "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke_cached",
+               "--limit", "8", "--folds", "2", "--device", "cpu", "cv:head", "cv:head_flip", "final:auto"]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    cv = json.loads((tmp_path / "logs" / "cv_head_flip.json").read_text())
+    assert cv["training"] == "cached frozen-stage outputs" and cv["n_images"] == 8
+    final = json.loads((tmp_path / "logs" / "final.json").read_text())
+    assert final["variant"] in ("head", "head_flip") and (models / "model.pt").is_file()
+    # both variants used the one cache
+    assert len(list((tmp_path / "work" / "frozen_stages").glob("*.pt"))) == 8
