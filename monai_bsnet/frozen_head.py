@@ -39,7 +39,7 @@ from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.training import train_val_split
 from monai_bsnet.transforms import swap_zone_sides
 
-__all__ = ["FrozenOutputs", "FrozenStageCache", "copy_labels", "train_head", "head_probabilities", "cross_validate_head", "train_final_head"]
+__all__ = ["FrozenOutputs", "FrozenStageCache", "train_config", "copy_labels", "train_head", "head_probabilities", "cross_validate_head", "train_final_head"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class FrozenOutputs(NamedTuple):
         return [f[i, v] for f in self.features], self.theta[i, v], self.aligned_lung[i, v]
 
 
-def _train_config(image_size: int):
+def train_config(image_size: int):
     """``train.json`` parsed with the cache's image size and no random mirror (the cache mirrors
     every copy itself, so that a recipe can choose how often it sees mirrors)."""
     from monai.bundle import ConfigParser
@@ -140,7 +140,7 @@ class FrozenStageCache:
         """Compute and store the outputs of every item that has no file yet."""
         from monai.transforms import Compose
 
-        parser = _train_config(self.image_size)
+        parser = train_config(self.image_size)
         deterministic = Compose(parser.get_parsed_content("train#deterministic_transforms"))
         random = Compose(parser.get_parsed_content("train#random_transforms"))
         todo = [item for item in items if not self.path(item).is_file()]
@@ -201,8 +201,9 @@ def train_head(
         labels: (N, 6) zone scores of all images.
         train_index, val_index: rows of ``outputs`` to train on and to choose the best epoch with
             (no validation rows: the last epoch is kept).
-        recipe: epochs, learning rate, batch size, mirror probability (``end_to_end_epochs`` must be 0:
-            an end-to-end phase changes the frozen stages and cannot be cached).
+        recipe: epochs, learning rate, batch size, mirror probability, and ``extra`` overrides of
+            ``train.json`` (for example ``{"loss#mae_weight": 0.0}``); ``end_to_end_epochs`` must be 0:
+            an end-to-end phase changes the frozen stages and cannot be cached.
         seed: of the initial order and copies.
 
     Returns:
@@ -210,8 +211,8 @@ def train_head(
     """
     if recipe.end_to_end_epochs:
         raise ValueError("an end-to-end phase trains the stages this cache holds fixed: use cross_validation.train_scoring")
-    parser = _train_config(int(outputs.aligned_lung.shape[-1]))
-    parser.update({"learning_rate": recipe.learning_rate, "max_epochs": recipe.head_epochs, "network": head})
+    parser = train_config(int(outputs.aligned_lung.shape[-1]))
+    parser.update({"learning_rate": recipe.learning_rate, "max_epochs": recipe.head_epochs, **recipe.extra, "network": head})
     loss_function = parser.get_parsed_content("loss")
     optimizer = parser.get_parsed_content("optimizer")
     scheduler = parser.get_parsed_content("lr_scheduler")

@@ -133,3 +133,13 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     assert final["variant"] in ("head", "head_flip") and (models / "model.pt").is_file()
     # both variants used the one cache
     assert len(list((tmp_path / "work" / "frozen_stages").glob("*.pt"))) == 8
+
+
+def test_recipe_extras_override_train_json(tmp_path, items, network):
+    """``extra`` reaches the config the head is trained with: a zero learning rate leaves its weights."""
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    cache.build(items[:3])
+    before = network.scoring.classifiers[0].blocks[0].conv.weight.detach().clone()
+    recipe = ScoringRecipe(head_epochs=1, batch_size=3, extra={"optimizer#lr": 0.0})
+    train_head(network.scoring, cache.load(items[:3]), torch.zeros(3, 6, dtype=torch.long), [0, 1, 2], [], recipe)
+    assert torch.equal(network.scoring.classifiers[0].blocks[0].conv.weight, before)

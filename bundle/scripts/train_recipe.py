@@ -16,7 +16,10 @@ resumes from its last epoch checkpoint when started again):
 
 ``DATA`` holds ``lungseg/`` and ``brixia-public/`` as ``bsnet prepare-data`` builds them (or the
 team's ``../shared/data``). ``--schedule cpu`` keeps the GPU recipe but with the data loading a
-two-core machine can sustain; ``smoke`` is the tiny run the tests use.
+two-core machine can sustain (stage c alone then takes hours per fold); ``cpu_cached`` trains the
+head-only variants of stage c on cached outputs of the frozen stages (``monai_bsnet.frozen_head``:
+each image in 6 fixed copies, 2 random draws and their mirrors, instead of a fresh draw per epoch),
+about 9 min per fold on two cores; ``smoke`` and ``smoke_cached`` are the tiny runs the tests use.
 """
 
 from __future__ import annotations
