@@ -272,8 +272,20 @@ def _fresh_head(seed: int) -> ZoneScoringHead:
     return BSNet().scoring  # the shipped network's head, newly initialised
 
 
-def _labels(items: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-    return torch.tensor([list(item["label"]) for item in items], dtype=torch.long)
+def _cached(cache: FrozenStageCache, items: Sequence[Mapping[str, Any]]):
+    """Build and load the cache of ``items``; their (N, 6) scores; a function from a subset to its rows."""
+    cache.build(items)
+    row = {item["image"]: i for i, item in enumerate(items)}
+    labels = torch.tensor([list(item["label"]) for item in items], dtype=torch.long)
+    return cache.load(items), labels, lambda subset: [row[item["image"]] for item in subset]
+
+
+def _train_fresh_head(outputs, labels, rows, train, val, recipe: ScoringRecipe, seed: int) -> tuple[ZoneScoringHead, dict[str, Any]]:
+    """A new head trained on the ``train`` items, its epoch chosen on the ``val`` items; with its log."""
+    head = _fresh_head(seed)
+    log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
+    log["scoring"] = train_head(head, outputs, labels, rows(train), rows(val), recipe, seed)
+    return head, log
 
 
 def cross_validate_head(
@@ -295,19 +307,14 @@ def cross_validate_head(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     items = list(datalist)
-    cache.build(items)
-    outputs, labels = cache.load(items), _labels(items)
-    row = {item["image"]: i for i, item in enumerate(items)}
-    rows = lambda subset: [row[item["image"]] for item in subset]  # noqa: E731
+    outputs, labels, rows = _cached(cache, items)
     predictions: list[dict[str, Any]] = []
     folds_log = []
     for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
         fold_file = work_dir / f"fold{k}.json"
         if not fold_file.is_file():
-            inner_train, inner_val = train_val_split(train, val_fraction, seed)
-            head = _fresh_head(seed)
-            log = {"n_train": len(inner_train), "n_val": len(inner_val), "n_test": len(test), "fold": k}
-            log["scoring"] = train_head(head, outputs, labels, rows(inner_train), rows(inner_val), recipe, seed)
+            head, log = _train_fresh_head(outputs, labels, rows, *train_val_split(train, val_fraction, seed), recipe, seed)
+            log.update(n_test=len(test), fold=k)
             fold = {"log": log, "predictions": prediction_rows(test, k, *head_probabilities(head, outputs, rows(test)))}
             fold_file.with_suffix(".partial").write_text(json.dumps(fold))
             os.replace(fold_file.with_suffix(".partial"), fold_file)
@@ -335,12 +342,7 @@ def train_final_head(
     Returns the training log in :func:`~monai_bsnet.cross_validation.train_scoring`'s form.
     """
     items = list(datalist)
-    cache.build(items)
-    outputs, labels = cache.load(items), _labels(items)
-    train, val = train_val_split(items, val_fraction, seed)
-    row = {item["image"]: i for i, item in enumerate(items)}
-    head = _fresh_head(seed)
-    log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
-    log["scoring"] = train_head(head, outputs, labels, [row[i["image"]] for i in train], [row[i["image"]] for i in val], recipe, seed)
+    outputs, labels, rows = _cached(cache, items)
+    head, log = _train_fresh_head(outputs, labels, rows, *train_val_split(items, val_fraction, seed), recipe, seed)
     cache.bsnet.scoring.load_state_dict(head.state_dict())
     return log
