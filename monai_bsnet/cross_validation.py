@@ -262,9 +262,9 @@ def summarise_predictions(predictions: Sequence[Mapping[str, Any]], reference: s
     """
     target = np.array([p[reference] for p in predictions])
     folds = np.array([p["fold"] for p in predictions])
-    out: dict[str, Any] = {"n_images": len(predictions), "reference": reference}
+    out: dict[str, Any] = {"n_images": len(predictions), "reference": reference, "zone_scores": "median of each zone's probabilities"}
     for key in ("probabilities", "probabilities_tta"):
-        scores = np.array([p[key] for p in predictions]).argmax(-1)
+        scores = np.array([p[key] for p in predictions])  # probabilities: the metrics rate each zone's median
         pooled = brixia_metrics(scores, target)
         per_fold = [brixia_metrics(scores[folds == k], target[folds == k]) for k in np.unique(folds)]
         pooled["fold_zone_mae"] = [round(m["zone_mae"], 4) for m in per_fold]

@@ -35,7 +35,7 @@ import torch.nn as nn
 from monai_bsnet.inference.zone_map import zone_index_map
 from monai_bsnet.transforms import to_original_geometry
 from monai_bsnet.writers import SCORE_COLOURS, _font, atomic_path
-from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, ZONE_NAMES
+from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, ZONE_NAMES, median_scores
 
 __all__ = [
     "EXPLAIN_METHODS",
@@ -415,7 +415,7 @@ def render_explanation(
     own[:, ~inside] = 0
     full = float(np.max(own)) if own.size and np.max(own) > 0 else 1.0
     strength = np.clip(own / full, 0, 1)
-    predicted = probabilities.argmax(1)
+    predicted = median_scores(probabilities)  # the scores the result record holds
     zone_lines = find_boundaries(np.where(inside, index, -1), mode="inner")
 
     panels, titles = [], []

@@ -238,8 +238,7 @@ def train_head(
             optimizer.step()
         scheduler.step()
         if len(val_index):
-            predicted = head_probabilities(head, outputs, val_index)[0].argmax(-1)
-            metric = float(zone_mae(predicted, labels[np.asarray(val_index)].numpy()))
+            metric = float(zone_mae(head_probabilities(head, outputs, val_index)[0], labels[np.asarray(val_index)].numpy()))
             logger.info("epoch %d: validation zone MAE %.4f", epoch, metric)
             if metric < best["best_metric"]:
                 best = {"best_metric": metric, "best_epoch": epoch}

@@ -1,9 +1,9 @@
 """Brixia score metrics, as plain functions and as MONAI/Ignite metrics for bundle configs.
 
 Every function takes predictions and targets for N images as either integer zone scores (N, 6) or
-per-zone class scores (N, 6, 4) (logits or probabilities; the arg-max is the predicted score), in
-the zone order A..F. Zone-level metrics pool the 6 N zone ratings; global metrics use the per-image
-sums (0..18). Agreement statistics come from scikit-learn so that they mean what the literature
+per-zone score probabilities (N, 6, 4) (each zone's median is the predicted score, see
+:func:`~monai_bsnet.zones.median_scores`), in the zone order A..F. Zone-level metrics pool the 6 N
+zone ratings; global metrics use the per-image sums (0..18). Agreement statistics come from scikit-learn so that they mean what the literature
 means by them.
 """
 
@@ -18,7 +18,7 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric, compute_dice
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from monai_bsnet.zones import MAX_GLOBAL_SCORE, NUM_SCORES, NUM_ZONES, ZONE_NAMES
+from monai_bsnet.zones import MAX_GLOBAL_SCORE, NUM_SCORES, NUM_ZONES, ZONE_NAMES, median_scores
 
 __all__ = [
     "as_zone_scores",
@@ -40,10 +40,12 @@ ArrayLike = Any  # numpy array, torch tensor or nested sequence
 
 
 def as_zone_scores(values: ArrayLike) -> np.ndarray:
-    """Integer zone scores (N, 6) from scores (N, 6) or class scores (N, 6, 4)."""
+    """Integer zone scores (N, 6) from scores (N, 6) or score probabilities (N, 6, 4)."""
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if array.ndim == 3 and array.shape[1:] == (NUM_ZONES, NUM_SCORES):
-        array = array.argmax(axis=-1)
+        if array.size and (array.min() < 0 or not np.allclose(array.sum(-1), 1.0, atol=1e-3)):
+            raise ValueError("per-zone class scores (N, 6, 4) must be probabilities that sum to 1: apply a softmax to logits")
+        array = median_scores(array)
     if array.ndim != 2 or array.shape[1] != NUM_ZONES:
         raise ValueError(f"expected zone scores (N, 6) or class scores (N, 6, 4), got shape {array.shape}")
     scores = np.rint(array).astype(np.int64)
@@ -138,6 +140,9 @@ class BrixiaScoreMetric(CumulativeIterationMetric):
 
     Args:
         metric: a name from :data:`METRICS`.
+
+    Predictions are zone scores (B, 6) or probabilities (B, 6, 4): in an engine, turn the network's
+    logits into probabilities in its post-processing (``Activationsd(keys="pred", softmax=True, dim=-1)``).
     """
 
     def __init__(self, metric: str = "zone_mae") -> None:

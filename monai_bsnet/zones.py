@@ -24,6 +24,7 @@ __all__ = [
     "SCORE_MEANINGS",
     "scores_from_string",
     "scores_to_string",
+    "median_scores",
 ]
 
 ZONE_NAMES: tuple[str, ...] = ("A", "B", "C", "D", "E", "F")
@@ -76,3 +77,22 @@ def scores_to_string(scores) -> str:
     if len(values) != NUM_ZONES or any(v < 0 or v >= NUM_SCORES for v in values):
         raise ValueError(f"expected six zone scores in 0..3 (zones A..F), got {list(scores)}")
     return "".join(str(v) for v in values)
+
+
+def median_scores(probabilities):
+    """The zone scores a model rates: the median of each zone's score distribution.
+
+    The median is the smallest score whose cumulative probability reaches one half. It is the rating
+    with the least expected absolute error, and the Brixia score is judged by absolute errors (zone
+    and global MAE); the most probable score (arg-max) minimises the 0-1 error instead and, from a
+    spread-out distribution, jumps to an extreme. On the cross-validated out-of-fold probabilities of
+    the shipped recipe the median lowered zone MAE from 0.85 to 0.71 (see the model card).
+
+    Args:
+        probabilities: score probabilities (..., 4), a numpy array or a torch tensor (not logits:
+            apply a softmax first).
+
+    Returns:
+        integer scores 0..3 of shape (...), of the input's kind.
+    """
+    return (probabilities.cumsum(-1) < 0.5).sum(-1)

@@ -1,4 +1,4 @@
-"""Brixia metrics agree with scikit-learn, work on logits and on decollated batches, and run in Ignite."""
+"""Brixia metrics agree with scikit-learn, rate each zone's median score, work on decollated batches, and run in Ignite."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ignite.engine import Engine
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, mean_absolute_error
 
 from monai_bsnet import metrics as M
+from monai_bsnet.zones import median_scores
 
 
 @pytest.fixture
@@ -50,11 +51,37 @@ def test_known_values():
     assert M.zone_confusion_matrix(pred, target)[3, 0] == 1  # a true 3 rated 0: row = truth
 
 
-def test_class_scores_are_reduced_by_argmax(ratings):
+def test_class_probabilities_are_reduced_to_each_zones_median_score(ratings):
     pred, target = ratings
-    logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float() * 5 + torch.randn(40, 6, 4) * 0.1
-    assert M.zone_mae(logits, target) == M.zone_mae(pred, target)
-    assert M.brixia_metrics(logits, torch.as_tensor(target)) == M.brixia_metrics(pred, target)
+    sharp = torch.softmax(torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float() * 10, -1)
+    assert M.zone_mae(sharp, target) == M.zone_mae(pred, target)
+    assert M.brixia_metrics(sharp.numpy(), torch.as_tensor(target)) == M.brixia_metrics(pred, target)
+    # a spread-out zone: the arg-max would say 0 (first of two peaks), the median says 1
+    split = np.full((1, 6, 4), 0.25)
+    split[0, 0] = [0.4, 0.1, 0.1, 0.4]
+    assert M.as_zone_scores(split)[0, 0] == 1
+
+
+def test_the_median_score_has_the_least_expected_absolute_error():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.full(4, 0.5), size=(500, 6))
+    chosen = median_scores(probabilities)
+    # expected |s - Y| of every candidate score s under each zone's distribution
+    risk = np.abs(np.arange(4)[:, None] - np.arange(4)[None]) @ probabilities[..., None]  # (500, 6, 4, 1)
+    risk = risk[..., 0]
+    assert np.allclose(np.take_along_axis(risk, chosen[..., None], -1)[..., 0], risk.min(-1))
+    assert (chosen != probabilities.argmax(-1)).any()  # it is not the arg-max in disguise
+    as_tensor = median_scores(torch.as_tensor(probabilities))
+    assert isinstance(as_tensor, torch.Tensor) and np.array_equal(as_tensor.numpy(), chosen)
+
+
+def test_logits_are_refused_with_a_clear_message(ratings):
+    pred, target = ratings
+    logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float() * 10 - 5
+    with pytest.raises(ValueError, match="softmax"):
+        M.zone_mae(logits, target)
+    with pytest.raises(ValueError, match="softmax"):
+        M.BrixiaScoreMetric("zone_mae")(logits, torch.as_tensor(target))
 
 
 def test_bad_inputs_are_refused():
@@ -79,8 +106,8 @@ def test_lung_dice_equals_f1_of_the_pixels():
 @pytest.mark.parametrize("name", sorted(M.METRICS))
 def test_ignite_handler_accumulates_batches_like_the_function(ratings, name):
     pred, target = ratings
-    logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float()
-    batches = [(logits[i : i + 8], torch.as_tensor(target[i : i + 8])) for i in range(0, 40, 8)]
+    probabilities = torch.softmax(torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float() * 10, -1)
+    batches = [(probabilities[i : i + 8], torch.as_tensor(target[i : i + 8])) for i in range(0, 40, 8)]
 
     def step(engine, batch):
         y_pred, y = batch

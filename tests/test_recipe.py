@@ -93,8 +93,8 @@ def test_summary_reports_both_raters_and_per_fold_numbers():
 
 
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
-    """segmentation -> alignment -> 2-fold CV -> final model -> Cohen mapping -> half export, 64 px."""
-    steps = ["segmentation", "alignment", "cv:head_flip", "final:auto", "cohen", "export"]
+    """segmentation -> alignment -> 2-fold CV -> final model -> Cohen mapping -> half export -> its lung Dice, 64 px."""
+    steps = ["segmentation", "alignment", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
     command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
                "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke",
                "--limit", "10", "--folds", "2", "--device", "cpu", *steps]
@@ -103,6 +103,8 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     for name in ("segmentation", "alignment", "cv_head_flip", "final", "cohen", "export"):
         assert (logs / f"{name}.json").is_file(), name
     assert 0 <= json.loads((logs / "segmentation.json").read_text())["test"]["dice_mean"] <= 1
+    shipped_dice = json.loads((logs / "evaluate_segmentation.json").read_text())
+    assert shipped_dice["n"] == 10 and 0 <= shipped_dice["cleaned"]["dice_mean"] <= 1
     cv = json.loads((logs / "cv_head_flip.json").read_text())
     assert cv["n_images"] == 10 and len(cv["folds"]) == 2 and "zone_mae" in cv["tta"]
     predictions = json.loads((logs / "cv_head_flip_predictions.json").read_text())

@@ -1,4 +1,4 @@
-"""The canonical lung alignment target."""
+"""The canonical lung alignment target and the lung-mask clean-up."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from skimage.draw import ellipse
 from skimage.measure import regionprops
 
-from monai_bsnet.transforms import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
+from monai_bsnet.transforms import CanonicalLungAlignment, CanonicalLungAlignmentd, clean_lung_probability, lung_orientation, to_original_geometry
 
 
 def two_lungs(tilt_degrees: float, size: int = 128) -> np.ndarray:
@@ -86,3 +86,24 @@ def test_real_lung_masks_give_the_same_target_whatever_their_tilt(shared_data):
         assert dice(tilted, out) < dice(canonical(tilted), out) - 0.05
     assert tested >= 4
     assert np.mean(agreement) > 0.95
+
+
+def test_lung_clean_up_removes_islands_fills_holes_and_leaves_the_rest_of_the_map_alone():
+    lungs = torch.from_numpy(two_lungs(0.0)).bool()[None]
+    rng = np.random.default_rng(0)
+    lung = torch.where(lungs, 0.6 + 0.4 * torch.from_numpy(rng.random(lungs.shape)), 0.4 * torch.from_numpy(rng.random(lungs.shape))).float()
+    lung[0, 2:8, 2:8] = 0.9  # a stray island in a corner
+    hole = (slice(None), slice(62, 66), slice(44, 48))  # inside the left-hand lung
+    lung[hole] = 0.1
+    before = lung.clone()
+    cleaned = clean_lung_probability(lung, 0.5)
+    assert torch.equal(lung, before), "the input map must not be edited"
+    assert torch.equal(cleaned > 0.5, lungs) and torch.equal(cleaned >= 0.5, lungs)  # island gone, hole filled
+    untouched = lungs.clone()
+    untouched[hole] = False
+    untouched |= ~lungs
+    untouched[0, 2:8, 2:8] = False
+    assert torch.equal(cleaned[untouched], lung[untouched])
+    # it is still a probability map: resized to a larger image, the island stays away
+    assert not (to_original_geometry(cleaned, (512, 512))[0, :40, :40] > 0.5).any()
+    assert not (clean_lung_probability(torch.zeros(1, 32, 32)) > 0.5).any()

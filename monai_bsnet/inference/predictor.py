@@ -24,9 +24,9 @@ from monai_bsnet.errors import CXRInputError
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
-from monai_bsnet.transforms import LoadCXR, cxr_preprocessing, to_original_geometry
+from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, to_original_geometry
 from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
-from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
+from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES, median_scores
 
 __all__ = ["BrixiaPredictor", "QUALITY_FLAGS"]
 
@@ -146,7 +146,7 @@ class BrixiaPredictor:
     # ---- results ---------------------------------------------------------------------------------------
     def make_record(self, item: CXRInput, meta: dict[str, Any], probabilities: torch.Tensor, flags: list[str]) -> dict[str, Any]:
         """The result record of one image (see DESIGN.md): zones, global score, metadata, flags."""
-        scores = probabilities.argmax(-1).tolist()
+        scores = median_scores(probabilities).tolist()
         expected = (probabilities * torch.arange(4.0)).sum(-1).tolist()
         zones = {
             name: {
@@ -182,11 +182,14 @@ class BrixiaPredictor:
     ) -> tuple[dict[str, Any], np.ndarray, torch.Tensor, np.ndarray]:
         """One image's network outputs (of :meth:`forward`, batch axis removed) -> its record with the
         quality flags, the lung mask (rows, columns) bool, the zone index map (-1 outside the zones)
-        and the zone label map (score + 1 inside the lungs), all in the image's own geometry."""
+        and the zone label map (score + 1 inside the lungs), all in the image's own geometry. The lung
+        mask keeps the two largest lung regions, holes filled (:func:`~monai_bsnet.transforms.clean_lung_probability`)."""
         size = meta["spatial_shape"]
         lung_fraction = float((out["lung"] > self.lung_threshold).float().mean())
         record = self.make_record(item, meta, out["zone_probabilities"], self._flags(item, meta, lung_fraction))
-        lung = (to_original_geometry(out["lung"], size)[0] > self.lung_threshold).numpy()
+        # two lungs without holes or stray islands, mapped back with sub-pixel boundaries
+        lung_map = clean_lung_probability(out["lung"], self.lung_threshold)
+        lung = (to_original_geometry(lung_map, size)[0] > self.lung_threshold).numpy()
         zone_index = zone_index_map(out["theta"], size)
         scores = [record["zones"][z]["score"] for z in ZONE_NAMES]
         labels = zone_label_map(zone_index, scores, torch.from_numpy(lung)).numpy()

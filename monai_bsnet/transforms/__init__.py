@@ -1,8 +1,9 @@
-"""MONAI transforms of monai-bsnet: loading, preprocessing, alignment targets."""
+"""MONAI transforms of monai-bsnet: loading, preprocessing, alignment targets, lung-mask clean-up."""
 
 from monai_bsnet.transforms.augment import LATERAL_ZONE_SWAP, RandLateralFlipd, swap_zone_sides
 from monai_bsnet.transforms.alignment import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
 from monai_bsnet.transforms.load import LATERAL_VIEWS, MIN_IMAGE_SIZE, LoadCXR, LoadCXRd, read_cxr
+from monai_bsnet.transforms.lung_mask import clean_lung_probability
 from monai_bsnet.transforms.preprocess import NETWORK_SIZE, cxr_preprocessing, cxr_preprocessingd, to_original_geometry
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "NETWORK_SIZE",
     "cxr_preprocessing",
     "cxr_preprocessingd",
+    "clean_lung_probability",
     "lung_orientation",
     "read_cxr",
     "to_original_geometry",

@@ -28,7 +28,7 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointSaver, LrScheduleHandler, from_engine
 from monai.inferers import SimpleInferer
-from monai.transforms import EnsureTyped, RandAdjustContrastd, RandAffined, SelectItemsd
+from monai.transforms import Activationsd, EnsureTyped, RandAdjustContrastd, RandAffined, SelectItemsd
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from monailabel.tasks.train.handler import PublishStatsAndModel, prepare_stats
@@ -237,11 +237,9 @@ class BrixiaScoringTrain(BasicTrainTask):
     def val_pre_transforms(self, context: Context) -> list:
         return self._deterministic(context) + [SelectItemsd(keys=("image", "label"))]
 
-    def train_post_transforms(self, context: Context) -> None:
-        return None
-
-    def val_post_transforms(self, context: Context) -> None:
-        return None
+    def train_post_transforms(self, context: Context) -> list:
+        # the Brixia metrics rate zone probabilities (each zone's median score), not logits
+        return [Activationsd(keys="pred", softmax=True, dim=-1)]  # validation reuses them (BasicTrainTask)
 
     def val_inferer(self, context: Context) -> SimpleInferer:
         return SimpleInferer()
