@@ -91,7 +91,7 @@ class BrixiaPredictor:
             scores as a DICOM Structured Report (``<name>_seg.dcm``, ``<name>_sr.dcm``) for the PACS.
         precision: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` to run the network under autocast
             (bfloat16: network 0.58 s instead of 0.68 s on the 2-core AVX-512 development machine;
-            a zone whose two likeliest scores are almost tied may flip).
+            a zone whose cumulative score probability is almost exactly one half may flip).
         explain: also write an explanation map of each image's zone scores, ``"occlusion"`` (super-pixel
             occlusion, one network pass per super-pixel: ~50 s per image on a 2-core CPU) or
             ``"gradcam"`` (Grad-CAM, ~15 s), as ``<name>_explain.png`` and ``<name>_explain.nii.gz``
