@@ -280,6 +280,7 @@ class BrixiaScoringTrain(BasicTrainTask):
             val_data_loader=self.val_data_loader(context),
             network=context.network,
             inferer=self.val_inferer(context),
+            postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
             key_val_metric=self.val_key_metric(context),
             additional_metrics=self.val_additional_metrics(context),
             metric_cmp_fn=lambda current, previous: previous < 0 or current < previous,
