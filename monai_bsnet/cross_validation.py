@@ -47,7 +47,7 @@ BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
 @dataclass(frozen=True)
 class ScoringRecipe:
-    """How the scoring stage is trained; every field maps onto an override of ``train.json``.
+    """How the scoring stage is trained; every field but the last maps onto an override of ``train.json``.
 
     Args:
         head_epochs: epochs of the first phase (encoder, segmentation and alignment frozen).
@@ -56,6 +56,10 @@ class ScoringRecipe:
         lateral_flip_prob: probability of the mirror-and-swap-zones augmentation.
         learning_rate: of the first phase.
         batch_size: images per step.
+        tuned_encoder_stages: the encoder's last ResNet stages trained together with the head in the
+            first phase, at a tenth of the learning rate and with fixed batch-norm statistics (1:
+            ``layer4``; 0: the head alone). Only the training on cached frozen-stage outputs
+            (:mod:`monai_bsnet.frozen_head`, ``--schedule cpu_cached``) implements it.
     """
 
     head_epochs: int = 40
@@ -64,6 +68,7 @@ class ScoringRecipe:
     learning_rate: float = 1e-3
     batch_size: int = 8
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tuned_encoder_stages: int = 0
 
 
 #: The variants compared by cross-validation (the literature's suggestions that fit this data size).
@@ -72,6 +77,8 @@ RECIPES: dict[str, ScoringRecipe] = {
     "head_flip": ScoringRecipe(lateral_flip_prob=0.5),
     "head_e2e": ScoringRecipe(end_to_end_epochs=20),
     "flip_e2e": ScoringRecipe(lateral_flip_prob=0.5, end_to_end_epochs=20),
+    # partial end-to-end fine-tuning that a CPU affords: the deepest encoder stage learns with the head
+    "flip_layer4": ScoringRecipe(lateral_flip_prob=0.5, tuned_encoder_stages=1),
 }
 
 
@@ -130,6 +137,8 @@ def train_scoring(
     """
     from monai_bsnet.training import train_val_split
 
+    if recipe.tuned_encoder_stages:
+        raise ValueError("tuned_encoder_stages is implemented by the cached training only: monai_bsnet.frozen_head (--schedule cpu_cached)")
     ckpt_dir = Path(ckpt_dir)
     train, val = train_val_split(train_items, val_fraction, seed)
     common = {

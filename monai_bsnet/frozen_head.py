@@ -32,15 +32,37 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from monai_bsnet.cross_validation import BUNDLE_CONFIGS, ScoringRecipe, patient_folds, prediction_rows, summarise_predictions
+from monai_bsnet.cross_validation import (
+    BUNDLE_CONFIGS,
+    ScoringRecipe,
+    patient_folds,
+    predict_zone_probabilities,
+    prediction_rows,
+    summarise_predictions,
+)
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks import BSNet
+from monai_bsnet.networks.encoder import ResNet18Encoder
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.training import train_val_split
 from monai_bsnet.transforms import swap_zone_sides
 
-__all__ = ["FrozenOutputs", "FrozenStageCache", "train_config", "copy_labels", "train_head", "head_probabilities", "cross_validate_head", "train_final_head"]
+__all__ = [
+    "FrozenOutputs",
+    "FrozenStageCache",
+    "CachedScoringStage",
+    "train_config",
+    "copy_labels",
+    "train_head",
+    "head_probabilities",
+    "cross_validate_head",
+    "train_final_head",
+]
+
+#: Learning-rate factor of tuned encoder stages, as ``train.json`` scales its end-to-end phase.
+ENCODER_LR_SCALE = 0.1
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +190,62 @@ class FrozenStageCache:
         )
 
 
-def _zone_logits(head: ZoneScoringHead, inputs: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():  # the crops depend on frozen outputs only
-        crops = head.zone_crops(*inputs)
-    # channels-last convolutions are about a third faster on CPU (oneDNN)
-    return head.classify([c.contiguous(memory_format=torch.channels_last) for c in crops])
+class CachedScoringStage(nn.Module):
+    """What stage c trains on cached frozen-stage outputs: the scoring head and, optionally, copies of
+    the encoder's last ``tuned_stages`` ResNet stages, recomputed from the cached stage before them.
+
+    The copied stages keep the encoder's batch-norm statistics (they stay in evaluation mode, as a
+    frozen stage of :class:`~monai_bsnet.networks.BSNet` does) and learn at a tenth of the head's
+    learning rate. :meth:`install` writes both into a BS-Net; there the tuned stages also feed the
+    segmentation, so the installed network's lung map and alignment can move a little from the
+    cached ones: evaluate it as a whole (:func:`cross_validate_head` does).
+
+    Args:
+        head: the scoring head (trained in place).
+        encoder: the encoder whose stages are copied (needed when ``tuned_stages`` > 0).
+        tuned_stages: 0 (the head alone) to 3 (``layer2`` to ``layer4``).
+    """
+
+    def __init__(self, head: ZoneScoringHead, encoder: ResNet18Encoder | None = None, tuned_stages: int = 0) -> None:
+        super().__init__()
+        if not 0 <= tuned_stages <= 3 or (tuned_stages and encoder is None):
+            raise ValueError(f"tuned_stages must be 0..3 (and needs the encoder), got {tuned_stages}")
+        self.head = head
+        self.stage_numbers = list(range(5 - tuned_stages, 5))  # ResNet layer numbers, 4 = layer4
+        self.tuned = nn.ModuleList(copy.deepcopy(getattr(encoder, f"layer{k}")) for k in self.stage_numbers)
+
+    def train(self, mode: bool = True) -> CachedScoringStage:
+        super().train(mode)
+        self.tuned.eval()  # fixed batch-norm statistics, as in the frozen encoder
+        return self
+
+    def forward(self, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> torch.Tensor:
+        """Zone logits (B, 6, 4) from the cached scoring inputs (the four encoder stages, finest first)."""
+        features = list(features)
+        for k, layer in zip(self.stage_numbers, self.tuned):
+            # the head's features are layer1..layer4 (indices 0..3): layer k reads index k - 2
+            features[k - 1] = layer(features[k - 2].contiguous(memory_format=torch.channels_last))
+        crops = self.head.zone_crops(features, theta, aligned_lung)
+        # channels-last convolutions are about a third faster on CPU (oneDNN)
+        return self.head.classify([c.contiguous(memory_format=torch.channels_last) for c in crops])
+
+    def parameter_groups(self, learning_rate: float) -> list[dict[str, Any]]:
+        """Optimiser groups: the head at the optimiser's rate, the tuned stages at a tenth of ``learning_rate``."""
+        groups: list[dict[str, Any]] = [{"params": list(self.head.parameters())}]
+        if len(self.tuned):
+            groups.append({"params": list(self.tuned.parameters()), "lr": learning_rate * ENCODER_LR_SCALE})
+        return groups
+
+    def install(self, bsnet: BSNet) -> BSNet:
+        """Copy the head and the tuned encoder stages into ``bsnet``; returns it."""
+        bsnet.scoring.load_state_dict(self.head.state_dict())
+        for k, layer in zip(self.stage_numbers, self.tuned):
+            getattr(bsnet.encoder, f"layer{k}").load_state_dict(layer.state_dict())
+        return bsnet
+
+
+def _as_stage(module: ZoneScoringHead | CachedScoringStage) -> CachedScoringStage:
+    return module if isinstance(module, CachedScoringStage) else CachedScoringStage(module)
 
 
 def copy_labels(labels: torch.Tensor, copies: np.ndarray) -> torch.Tensor:
@@ -182,7 +255,7 @@ def copy_labels(labels: torch.Tensor, copies: np.ndarray) -> torch.Tensor:
 
 
 def train_head(
-    head: ZoneScoringHead,
+    head: ZoneScoringHead | CachedScoringStage,
     outputs: FrozenOutputs,
     labels: torch.Tensor,
     train_index: Sequence[int],
@@ -197,7 +270,8 @@ def train_head(
     validation preprocessing). Loss, optimiser and schedule are ``train.json``'s.
 
     Args:
-        head: the scoring head to train.
+        head: the scoring head to train, or a :class:`CachedScoringStage` (a head with tuned
+            encoder stages).
         outputs: cached frozen outputs of all images.
         labels: (N, 6) zone scores of all images.
         train_index, val_index: rows of ``outputs`` to train on and to choose the best epoch with
@@ -213,62 +287,67 @@ def train_head(
     if recipe.end_to_end_epochs:
         raise ValueError("an end-to-end phase trains the stages this cache holds fixed: use cross_validation.train_scoring")
     parser = train_config(int(outputs.aligned_lung.shape[-1]))
-    parser.update({"learning_rate": recipe.learning_rate, "max_epochs": recipe.head_epochs, **recipe.extra, "network": head})
+    stage = _as_stage(head)
+    parser.update({"learning_rate": recipe.learning_rate, "max_epochs": recipe.head_epochs, **recipe.extra, "network": stage,
+                   "optimizer#params": stage.parameter_groups(recipe.learning_rate)})
     loss_function = parser.get_parsed_content("loss")
     optimizer = parser.get_parsed_content("optimizer")
     scheduler = parser.get_parsed_content("lr_scheduler")
     zone_mae = METRICS["zone_mae"]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    head.to(memory_format=torch.channels_last)
+    stage.to(memory_format=torch.channels_last)
     n_sources = outputs.theta.shape[1] // 2  # the plain copy and the random draws, each also mirrored
     best: dict[str, Any] = {"best_metric": float("inf"), "best_epoch": 0}
-    best_state = copy.deepcopy(head.state_dict())
+    best_state = copy.deepcopy(stage.state_dict())
     start = time.perf_counter()
     for epoch in range(1, recipe.head_epochs + 1):
-        head.train()
+        stage.train()
         order = rng.permutation(np.asarray(train_index))
         copies = 2 * rng.integers(0, n_sources, len(order)) + (rng.random(len(order)) < recipe.lateral_flip_prob)
         for s in range(0, len(order), recipe.batch_size):
             index, copy_index = order[s : s + recipe.batch_size], copies[s : s + recipe.batch_size]
-            logits = _zone_logits(head, outputs.select(index, copy_index))
+            logits = stage(*outputs.select(index, copy_index))
             loss = loss_function(logits, copy_labels(labels[index], copy_index))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         scheduler.step()
         if len(val_index):
-            metric = float(zone_mae(head_probabilities(head, outputs, val_index)[0], labels[np.asarray(val_index)].numpy()))
+            metric = float(zone_mae(head_probabilities(stage, outputs, val_index)[0], labels[np.asarray(val_index)].numpy()))
             logger.info("epoch %d: validation zone MAE %.4f", epoch, metric)
             if metric < best["best_metric"]:
                 best = {"best_metric": metric, "best_epoch": epoch}
-                best_state = copy.deepcopy(head.state_dict())
+                best_state = copy.deepcopy(stage.state_dict())
         else:
-            best, best_state = {"best_metric": float("nan"), "best_epoch": epoch}, head.state_dict()
-    head.load_state_dict(best_state)
+            best, best_state = {"best_metric": float("nan"), "best_epoch": epoch}, stage.state_dict()
+    stage.load_state_dict(best_state)
     best["seconds"] = round(time.perf_counter() - start, 1)
     return best
 
 
 @torch.inference_mode()
-def head_probabilities(head: ZoneScoringHead, outputs: FrozenOutputs, index: Sequence[int], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def head_probabilities(
+    head: ZoneScoringHead | CachedScoringStage, outputs: FrozenOutputs, index: Sequence[int], batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Zone probabilities (n, 6, 4) of rows ``index``: plain, and with test-time augmentation (the
     average with the mirror copy's, zones swapped back), as :func:`~monai_bsnet.cross_validation.predict_zone_probabilities`."""
-    head.eval()
+    stage = _as_stage(head).eval()
     index = np.asarray(index)
     plain, tta = [], []
     for s in range(0, len(index), batch_size):
         rows = index[s : s + batch_size]
-        probs = torch.softmax(_zone_logits(head, outputs.select(rows, np.zeros(len(rows), int))), -1)
-        mirrored = torch.softmax(_zone_logits(head, outputs.select(rows, np.ones(len(rows), int))), -1)
+        probs = torch.softmax(stage(*outputs.select(rows, np.zeros(len(rows), int))), -1)
+        mirrored = torch.softmax(stage(*outputs.select(rows, np.ones(len(rows), int))), -1)
         plain.append(probs.numpy())
         tta.append(((probs + swap_zone_sides(mirrored)) / 2).numpy())
     return np.concatenate(plain), np.concatenate(tta)
 
 
-def _fresh_head(seed: int) -> ZoneScoringHead:
+def _fresh_stage(seed: int, encoder: ResNet18Encoder, tuned_stages: int) -> CachedScoringStage:
+    """A newly initialised head of the shipped architecture, with copies of the encoder stages to tune."""
     torch.manual_seed(seed)
-    return BSNet().scoring  # the shipped network's head, newly initialised
+    return CachedScoringStage(BSNet().scoring, encoder, tuned_stages)
 
 
 def _cached(cache: FrozenStageCache, items: Sequence[Mapping[str, Any]]):
@@ -279,12 +358,15 @@ def _cached(cache: FrozenStageCache, items: Sequence[Mapping[str, Any]]):
     return cache.load(items), labels, lambda subset: [row[item["image"]] for item in subset]
 
 
-def _train_fresh_head(outputs, labels, rows, train, val, recipe: ScoringRecipe, seed: int) -> tuple[ZoneScoringHead, dict[str, Any]]:
-    """A new head trained on the ``train`` items, its epoch chosen on the ``val`` items; with its log."""
-    head = _fresh_head(seed)
+def _train_fresh_stage(
+    cache: FrozenStageCache, outputs, labels, rows, train, val, recipe: ScoringRecipe, seed: int
+) -> tuple[CachedScoringStage, dict[str, Any]]:
+    """A new head (and tuned encoder stages) trained on the ``train`` items, its epoch chosen on the
+    ``val`` items; with its log."""
+    stage = _fresh_stage(seed, cache.bsnet.encoder, recipe.tuned_encoder_stages)
     log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
-    log["scoring"] = train_head(head, outputs, labels, rows(train), rows(val), recipe, seed)
-    return head, log
+    log["scoring"] = train_head(stage, outputs, labels, rows(train), rows(val), recipe, seed)
+    return stage, log
 
 
 def cross_validate_head(
@@ -301,7 +383,10 @@ def cross_validate_head(
     The folds and each fold's inner validation split are those of
     :func:`~monai_bsnet.cross_validation.cross_validate`; a finished fold is kept in
     ``work_dir/foldK.json`` and skipped when run again. Writes ``work_dir/predictions.json`` and
-    returns the same summary as :func:`~monai_bsnet.cross_validation.cross_validate`.
+    returns the same summary as :func:`~monai_bsnet.cross_validation.cross_validate`. With tuned
+    encoder stages the held-out images are scored by the whole network they are installed in (its
+    lung map and alignment then differ from the cached ones); without, from the cache, which holds
+    the same values.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -312,9 +397,14 @@ def cross_validate_head(
     for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
         fold_file = work_dir / f"fold{k}.json"
         if not fold_file.is_file():
-            head, log = _train_fresh_head(outputs, labels, rows, *train_val_split(train, val_fraction, seed), recipe, seed)
+            stage, log = _train_fresh_stage(cache, outputs, labels, rows, *train_val_split(train, val_fraction, seed), recipe, seed)
             log.update(n_test=len(test), fold=k)
-            fold = {"log": log, "predictions": prediction_rows(test, k, *head_probabilities(head, outputs, rows(test)))}
+            if recipe.tuned_encoder_stages:
+                network = stage.install(copy.deepcopy(cache.bsnet))
+                probabilities = predict_zone_probabilities(network, [item["image"] for item in test], cache.device, spatial_size=cache.image_size)
+            else:
+                probabilities = head_probabilities(stage, outputs, rows(test))
+            fold = {"log": log, "predictions": prediction_rows(test, k, *probabilities)}
             fold_file.with_suffix(".partial").write_text(json.dumps(fold))
             os.replace(fold_file.with_suffix(".partial"), fold_file)
             logger.info("fold %d: %s", k, log)
@@ -335,13 +425,14 @@ def train_final_head(
     seed: int = 0,
     val_fraction: float = 0.2,
 ) -> dict[str, Any]:
-    """Train the shipped model's head on all of ``datalist`` (an inner validation split chooses the
-    epoch, as :func:`~monai_bsnet.cross_validation.train_scoring`) and put it into ``cache.bsnet``.
+    """Train the shipped model's head (and tuned encoder stages) on all of ``datalist`` (an inner
+    validation split chooses the epoch, as :func:`~monai_bsnet.cross_validation.train_scoring`) and put
+    it into ``cache.bsnet``.
 
     Returns the training log in :func:`~monai_bsnet.cross_validation.train_scoring`'s form.
     """
     items = list(datalist)
     outputs, labels, rows = _cached(cache, items)
-    head, log = _train_fresh_head(outputs, labels, rows, *train_val_split(items, val_fraction, seed), recipe, seed)
-    cache.bsnet.scoring.load_state_dict(head.state_dict())
+    stage, log = _train_fresh_stage(cache, outputs, labels, rows, *train_val_split(items, val_fraction, seed), recipe, seed)
+    stage.install(cache.bsnet)
     return log

@@ -3,6 +3,7 @@ bundle's sample radiographs at 64 px."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -14,7 +15,15 @@ import pytest
 import torch
 
 from monai_bsnet.cross_validation import ScoringRecipe, predict_zone_probabilities
-from monai_bsnet.frozen_head import FrozenStageCache, copy_labels, cross_validate_head, head_probabilities, train_final_head, train_head
+from monai_bsnet.frozen_head import (
+    CachedScoringStage,
+    FrozenStageCache,
+    copy_labels,
+    cross_validate_head,
+    head_probabilities,
+    train_final_head,
+    train_head,
+)
 from monai_bsnet.metrics import zone_mae
 from monai_bsnet.networks import BSNet
 
@@ -144,3 +153,44 @@ def test_recipe_extras_override_train_json(tmp_path, items, network):
     recipe = ScoringRecipe(head_epochs=1, batch_size=3, extra={"optimizer#lr": 0.0})
     train_head(network.scoring, cache.load(items[:3]), torch.zeros(3, 6, dtype=torch.long), [0, 1, 2], [], recipe)
     assert torch.equal(network.scoring.classifiers[0].blocks[0].conv.weight, before)
+
+
+def test_a_tuned_encoder_stage_starts_as_the_frozen_one_learns_slower_and_is_installed_with_the_head(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(items[:3])
+    outputs = cache.load(items[:3])
+    stage = CachedScoringStage(copy.deepcopy(network.scoring), network.encoder, tuned_stages=1)
+    # recomputed from the cached layer3 output, the copied layer4 gives the cached scores
+    np.testing.assert_allclose(head_probabilities(stage, outputs, [0, 1, 2])[0], head_probabilities(network.scoring, outputs, [0, 1, 2])[0], atol=1e-5)
+    head_group, tuned_group = stage.parameter_groups(1e-3)
+    assert "lr" not in head_group and tuned_group["lr"] == pytest.approx(1e-4)
+    batch_norm = stage.tuned[0][0].bn1
+    statistics = batch_norm.running_mean.clone()
+    train_head(stage, outputs, torch.tensor(SCORES), [0, 1, 2], [], ScoringRecipe(head_epochs=2, batch_size=3))
+    assert torch.equal(batch_norm.running_mean, statistics), "tuned stages keep the encoder's batch-norm statistics"
+    assert not torch.equal(stage.tuned[0][0].conv1.weight, network.encoder.layer4[0].conv1.weight)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    stage.install(network)
+    assert torch.equal(network.encoder.layer4[0].conv1.weight, stage.tuned[0][0].conv1.weight)
+    assert torch.equal(network.scoring.pyramid.laterals[0].conv.weight, stage.head.pyramid.laterals[0].conv.weight)
+    changed = {k for k in before if not torch.equal(before[k], network.state_dict()[k])}
+    assert changed and all(k.startswith(("encoder.layer4.", "scoring.")) for k in changed)
+    with pytest.raises(ValueError, match="tuned_stages"):
+        CachedScoringStage(network.scoring, None, tuned_stages=1)
+
+
+def test_cross_validation_with_a_tuned_stage_scores_held_out_images_with_the_whole_network(tmp_path, items, network, monkeypatch):
+    import monai_bsnet.frozen_head as frozen_head
+
+    scored = []
+    original = frozen_head.predict_zone_probabilities
+    monkeypatch.setattr(frozen_head, "predict_zone_probabilities", lambda net, images, *a, **k: scored.append(list(images)) or original(net, images, *a, **k))
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    recipe = ScoringRecipe(head_epochs=1, batch_size=3, tuned_encoder_stages=1)
+    summary = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    assert summary["recipe"]["tuned_encoder_stages"] == 1 and summary["n_images"] == 6
+    assert sorted(sum(scored, [])) == sorted(item["image"] for item in items)  # each held-out image once, through the network
+    with pytest.raises(ValueError, match="cached training only"):
+        from monai_bsnet.cross_validation import train_scoring
+
+        train_scoring(recipe, items, tmp_path / "none.pt", tmp_path / "ckpt")
