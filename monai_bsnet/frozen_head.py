@@ -182,12 +182,19 @@ class FrozenStageCache:
         missing = [str(item["image"]) for item in items if not self.path(item).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} images are not cached in {self.folder} (first: {missing[0]}): build first")
-        records = [torch.load(self.path(item), weights_only=True) for item in items]
-        return FrozenOutputs(
-            [torch.stack([r["features"][k] for r in records]) for k in range(len(records[0]["features"]))],
-            torch.stack([r["theta"] for r in records]),
-            torch.stack([r["aligned_lung"] for r in records]),
-        )
+        # filled in place, one file at a time: the peak memory is the cache's size, not twice it
+        outputs: FrozenOutputs | None = None
+        for i, item in enumerate(items):
+            record = torch.load(self.path(item), weights_only=True)
+            parts = [*record["features"], record["theta"], record["aligned_lung"]]
+            if outputs is None:
+                empty = [torch.empty((len(items), *part.shape), dtype=part.dtype) for part in parts]
+                outputs = FrozenOutputs(empty[:-2], empty[-2], empty[-1])
+            for whole, part in zip([*outputs.features, outputs.theta, outputs.aligned_lung], parts):
+                whole[i] = part
+        if outputs is None:
+            raise ValueError("no items to load")
+        return outputs
 
 
 class CachedScoringStage(nn.Module):
