@@ -4,8 +4,10 @@ In the head-only recipes (``head``, ``head_flip``) the encoder, the segmentation
 frozen, so what they compute for a given input image never changes during training: only the random
 augmentation does. :class:`FrozenStageCache` runs them once on a few augmented copies of each image,
 drawn with ``train.json``'s own transforms, and keeps what the scoring stage reads (encoder features,
-``theta``, aligned lung map). :func:`train_head` then trains the scoring head alone on these. On two
-CPU cores a step then costs 0.32 s per image instead of 1.33 s (``benchmarks/stage_c_training.py``),
+``theta``, aligned lung map). :func:`train_head` then trains the scoring head alone on these, or the
+head with copies of the encoder's last stages (:class:`CachedScoringStage`, recipe ``flip_layer4``:
+``layer4`` is recomputed from the cached ``layer3`` output, 0.33 s instead of 0.31 s per image). On two
+CPU cores a step then costs 0.31 s per image instead of 1.30 s (``benchmarks/stage_c_training.py``),
 and a patient-grouped 5-fold cross-validation of stage c takes under an hour after a 25-minute cache
 build, instead of about 3 h at the bundle step's cost (16 epochs of ~88 images per fold).
 
