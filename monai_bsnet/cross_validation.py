@@ -47,7 +47,8 @@ BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
 @dataclass(frozen=True)
 class ScoringRecipe:
-    """How the scoring stage is trained; every field but the last maps onto an override of ``train.json``.
+    """How the scoring stage is trained; every field but ``tuned_encoder_stages`` maps onto an
+    override of ``train.json``.
 
     Args:
         head_epochs: epochs of the first phase (encoder, segmentation and alignment frozen).

@@ -3,8 +3,8 @@
 Every function takes predictions and targets for N images as either integer zone scores (N, 6) or
 per-zone score probabilities (N, 6, 4) (each zone's median is the predicted score, see
 :func:`~monai_bsnet.zones.median_scores`), in the zone order A..F. Zone-level metrics pool the 6 N
-zone ratings; global metrics use the per-image sums (0..18). Agreement statistics come from scikit-learn so that they mean what the literature
-means by them.
+zone ratings; global metrics use the per-image sums (0..18). Agreement statistics come from
+scikit-learn so that they mean what the literature means by them.
 """
 
 from __future__ import annotations
