@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     from monai_bsnet.cli import default_weights
-    from monai_bsnet.inference import BrixiaPredictor
+    from monai_bsnet.inference import BrixiaPredictor, find_inputs
     from monai_bsnet.networks import BSNet, load_weights
     from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
     from monai_bsnet.zones import median_scores
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--precisions", nargs="+", default=["bfloat16"])
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm"))
+    paths = [found.path for found in find_inputs([args.images])]  # what `bsnet predict` would score there
     if not paths:
         raise SystemExit(f"no images in {args.images}")
     load, preprocess = LoadCXR(), cxr_preprocessing()

@@ -274,9 +274,9 @@ def summarise_predictions(predictions: Sequence[Mapping[str, Any]], reference: s
     folds = np.array([p["fold"] for p in predictions])
     out: dict[str, Any] = {"n_images": len(predictions), "reference": reference, "zone_scores": "median of each zone's probabilities"}
     for key in ("probabilities", "probabilities_tta"):
-        scores = np.array([p[key] for p in predictions])  # probabilities: the metrics rate each zone's median
-        pooled = brixia_metrics(scores, target)
-        per_fold = [brixia_metrics(scores[folds == k], target[folds == k]) for k in np.unique(folds)]
+        probabilities = np.array([p[key] for p in predictions])  # the metrics rate each zone's median
+        pooled = brixia_metrics(probabilities, target)
+        per_fold = [brixia_metrics(probabilities[folds == k], target[folds == k]) for k in np.unique(folds)]
         pooled["fold_zone_mae"] = [round(m["zone_mae"], 4) for m in per_fold]
         pooled["fold_global_mae"] = [round(m["global_mae"], 4) for m in per_fold]
         out["tta" if key.endswith("tta") else "plain"] = pooled

@@ -181,22 +181,23 @@ class FrozenStageCache:
 
     def load(self, items: Sequence[Mapping[str, Any]]) -> FrozenOutputs:
         """The cached outputs of ``items``, in their order (build them first)."""
+        if not items:
+            raise ValueError("no items to load")
         missing = [str(item["image"]) for item in items if not self.path(item).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} images are not cached in {self.folder} (first: {missing[0]}): build first")
-        # filled in place, one file at a time: the peak memory is the cache's size, not twice it
-        outputs: FrozenOutputs | None = None
-        for i, item in enumerate(items):
+
+        def parts(item: Mapping[str, Any]) -> list[torch.Tensor]:
             record = torch.load(self.path(item), weights_only=True)
-            parts = [*record["features"], record["theta"], record["aligned_lung"]]
-            if outputs is None:
-                empty = [torch.empty((len(items), *part.shape), dtype=part.dtype) for part in parts]
-                outputs = FrozenOutputs(empty[:-2], empty[-2], empty[-1])
-            for whole, part in zip([*outputs.features, outputs.theta, outputs.aligned_lung], parts):
+            return [*record["features"], record["theta"], record["aligned_lung"]]
+
+        # filled in place, one file at a time: the peak memory is the cache's size, not twice it
+        first = parts(items[0])
+        wholes = [torch.empty((len(items), *part.shape), dtype=part.dtype) for part in first]
+        for i, item in enumerate(items):
+            for whole, part in zip(wholes, first if i == 0 else parts(item)):
                 whole[i] = part
-        if outputs is None:
-            raise ValueError("no items to load")
-        return outputs
+        return FrozenOutputs(wholes[:-2], wholes[-2], wholes[-1])
 
 
 class CachedScoringStage(nn.Module):

@@ -89,8 +89,11 @@ def segmentation_test_dice(args, ckpt: Path, image_size: int) -> dict:
         lung = torch.sigmoid(network.outputs(image).lung_logits.float()).cpu()
         dice.append(float(lung_dice(lung, mask)[0]))
         cleaned.append(float(lung_dice(clean_lung_probability(lung[0])[None], mask)[0]))
-    stats = lambda d: {"dice_mean": float(np.mean(d)), "dice_median": float(np.median(d)), "dice_min": float(np.min(d))}  # noqa: E731
-    return {"n": len(dice), **stats(dice), "cleaned": stats(cleaned)}
+    return {"n": len(dice), **_dice_summary(dice), "cleaned": _dice_summary(cleaned)}
+
+
+def _dice_summary(dice: list[float]) -> dict:
+    return {"dice_mean": float(np.mean(dice)), "dice_median": float(np.median(dice)), "dice_min": float(np.min(dice))}
 
 
 def step_alignment(args, sched, models: Path) -> dict:
