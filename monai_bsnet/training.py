@@ -14,7 +14,14 @@ from sklearn.model_selection import GroupShuffleSplit
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.weights import load_weights
 
-__all__ = ["prepare_network", "train_val_split", "latest_checkpoint", "resume_handlers", "trainable_parameters"]
+__all__ = [
+    "prepare_network",
+    "train_val_split",
+    "latest_checkpoint",
+    "resume_handlers",
+    "trainable_parameters",
+    "BestValidationRecord",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +96,37 @@ def resume_handlers(checkpoint_dir: str | os.PathLike, prefix: str, load_dict: M
         return []
     logger.info("resuming from %s", checkpoint)
     return [CheckpointLoader(load_path=str(checkpoint), load_dict=dict(load_dict), map_location="cpu")]
+
+
+class BestValidationRecord:
+    """The best validation metric of a run, kept in its epoch checkpoints so that a resumed run still
+    compares against it.
+
+    MONAI's evaluator keeps ``best_metric`` and ``best_metric_epoch`` in its engine state, and the
+    ``CheckpointSaver`` that writes the best checkpoint keeps the score of that file; neither is part
+    of the trainer's state. Without this record a resumed run starts both from nothing, and its first
+    validation overwrites the best checkpoint even when the epochs before the restart were better.
+
+    Args:
+        evaluator: the validation engine.
+        best_saver: the ``CheckpointSaver`` with ``save_key_metric=True`` that writes the best checkpoint.
+        lower_is_better: the key metric improves downwards (the saver then ranks its negation).
+    """
+
+    def __init__(self, evaluator: Any, best_saver: Any, lower_is_better: bool = False) -> None:
+        self.evaluator = evaluator
+        self.best_saver = best_saver
+        self.lower_is_better = lower_is_better
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.evaluator.state
+        return {"best_metric": float(state.best_metric), "best_metric_epoch": int(state.best_metric_epoch)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.evaluator.state.best_metric = state_dict["best_metric"]
+        self.evaluator.state.best_metric_epoch = state_dict["best_metric_epoch"]
+        if state_dict["best_metric_epoch"] > 0:  # -1: no validation had run
+            score = -state_dict["best_metric"] if self.lower_is_better else state_dict["best_metric"]
+            # ignite's Checkpoint state: (priority, file name) of each file it keeps; the saver's own
+            # fixed file name (key_metric_filename) is what it removes and writes, whatever is here
+            self.best_saver.load_state_dict({"_saved": [(score, "best")]})

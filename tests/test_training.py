@@ -108,6 +108,22 @@ def test_interrupted_training_resumes_where_it_stopped(shared_data, tmp_path):
     assert latest_checkpoint(tmp_path / "checkpoints", "segmentation").name == "segmentation_checkpoint_epoch=2.pt"
 
 
+def test_a_resumed_run_keeps_a_better_best_checkpoint_from_before_the_restart(shared_data, tmp_path):
+    train("segmentation", shared_data, tmp_path, max_epochs=1)
+    # make epoch 1 unbeatable (a Dice of 1): epoch 2 must then leave segmentation.pt as it is,
+    # which a run that forgot its best metric at the restart would not
+    epoch_1 = tmp_path / "checkpoints" / "segmentation_checkpoint_epoch=1.pt"
+    checkpoint = torch.load(epoch_1, map_location="cpu", weights_only=False)
+    assert checkpoint["best_validation"]["best_metric_epoch"] == 1
+    checkpoint["best_validation"]["best_metric"] = 1.0
+    torch.save(checkpoint, epoch_1)
+    best = (tmp_path / "segmentation.pt").read_bytes()
+    assert train("segmentation", shared_data, tmp_path, max_epochs=2) == [2, 2]
+    assert (tmp_path / "segmentation.pt").read_bytes() == best
+    epoch_2 = torch.load(tmp_path / "checkpoints" / "segmentation_checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert epoch_2["best_validation"] == {"best_metric": 1.0, "best_metric_epoch": 1}
+
+
 def test_training_is_deterministic_with_a_seed(shared_data, tmp_path):
     train("segmentation", shared_data, tmp_path / "a", seed=3)
     train("segmentation", shared_data, tmp_path / "b", seed=3)
