@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from monai_bsnet.cross_validation import patient_folds, summarise_predictions
+from monai_bsnet.data import lungseg_datalist
 from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
 from monai_bsnet.transforms import RandLateralFlipd, swap_zone_sides
 
@@ -93,8 +94,9 @@ def test_summary_reports_both_raters_and_per_fold_numbers():
 
 
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
-    """segmentation -> alignment -> 2-fold CV -> final model -> Cohen mapping -> half export -> its lung Dice, 64 px."""
-    steps = ["segmentation", "alignment", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
+    """segmentation -> alignment -> decoder-only segmentation -> 2-fold CV -> final model -> Cohen mapping -> half
+    export -> its lung Dice, 64 px."""
+    steps = ["segmentation", "alignment", "segmentation_decoder", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
     command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
                "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke",
                "--limit", "10", "--folds", "2", "--device", "cpu", *steps]
@@ -103,6 +105,18 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     for name in ("segmentation", "alignment", "cv_head_flip", "final", "cohen", "export"):
         assert (logs / f"{name}.json").is_file(), name
     assert 0 <= json.loads((logs / "segmentation.json").read_text())["test"]["dice_mean"] <= 1
+    models = tmp_path / "work" / "models"
+    # the decoder step trains the lung decoder alone, without the masks that have holes cut out, and
+    # alignment.pt (what the scoring steps start from) holds the new decoder over the old encoder
+    decoder = json.loads((logs / "segmentation_decoder.json").read_text())
+    with_holes = [d for d in lungseg_datalist(shared_data / "lungseg", split="train") if d["mask_has_holes"]]
+    assert decoder["n_train"] == 10 and decoder["n_left_out_with_holes"] == len(with_holes) > 0
+    assert {"test", "test_before"} <= decoder.keys()
+    old = torch.load(models / "alignment_before_decoder.pt", map_location="cpu")
+    new = torch.load(models / "segmentation_decoder.pt", map_location="cpu")
+    changed = {key.split(".")[0] for key in old if not torch.equal(old[key], new[key])}
+    assert changed == {"segmentation"}
+    assert (models / "segmentation_decoder.pt").read_bytes() == (models / "alignment.pt").read_bytes()
     shipped_dice = json.loads((logs / "evaluate_segmentation.json").read_text())
     assert shipped_dice["n"] == 10 and 0 <= shipped_dice["cleaned"]["dice_mean"] <= 1
     cv = json.loads((logs / "cv_head_flip.json").read_text())
@@ -110,7 +124,6 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     predictions = json.loads((logs / "cv_head_flip_predictions.json").read_text())
     assert len(predictions) == 10 and np.allclose(np.array(predictions[0]["probabilities"]).sum(-1), 1, atol=1e-3)
     assert json.loads((logs / "final.json").read_text())["variant"] == "head_flip"
-    models = tmp_path / "work" / "models"
     assert CohenSeverityMapping.load(models / "cohen_severity.json").fitted_on == json.loads((logs / "cohen.json").read_text())["n"]
     export = json.loads((logs / "export.json").read_text())
     assert export["bytes_half"] < 0.55 * export["bytes_float32"]
