@@ -57,6 +57,8 @@ class ScoringRecipe:
         lateral_flip_prob: probability of the mirror-and-swap-zones augmentation.
         learning_rate: of the first phase.
         batch_size: images per step.
+        junior_label_prob: share of the training draws scored by the junior rater instead of the
+            reference (``train.json``'s ``RandRaterLabeld``); validation stays with the reference.
         tuned_encoder_stages: the encoder's last ResNet stages trained together with the head in the
             first phase, at a tenth of the learning rate and with fixed batch-norm statistics (1:
             ``layer4``; 0: the head alone). Only the training on cached frozen-stage outputs
@@ -70,6 +72,7 @@ class ScoringRecipe:
     batch_size: int = 8
     extra: Mapping[str, Any] = field(default_factory=dict)
     tuned_encoder_stages: int = 0
+    junior_label_prob: float = 0.0
 
 
 #: The variants compared by cross-validation (the literature's suggestions that fit this data size).
@@ -80,6 +83,8 @@ RECIPES: dict[str, ScoringRecipe] = {
     "flip_e2e": ScoringRecipe(lateral_flip_prob=0.5, end_to_end_epochs=20),
     # partial end-to-end fine-tuning that a CPU affords: the deepest encoder stage learns with the head
     "flip_layer4": ScoringRecipe(lateral_flip_prob=0.5, tuned_encoder_stages=1),
+    # half of the draws scored by the junior rater: both radiologists' readings as training targets
+    "head_raters": ScoringRecipe(junior_label_prob=0.5),
 }
 
 
@@ -151,6 +156,7 @@ def train_scoring(
         "batch_size": recipe.batch_size,
         "learning_rate": recipe.learning_rate,
         "lateral_flip_prob": recipe.lateral_flip_prob,
+        "junior_label_prob": recipe.junior_label_prob,
         **recipe.extra,
         **overrides,
     }

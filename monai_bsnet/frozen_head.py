@@ -49,7 +49,7 @@ from monai_bsnet.networks import BSNet
 from monai_bsnet.networks.encoder import ResNet18Encoder
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.training import train_val_split
-from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.transforms import RandRaterLabeld, swap_zone_sides
 
 __all__ = [
     "FrozenOutputs",
@@ -167,7 +167,9 @@ class FrozenStageCache:
 
         parser = train_config(self.image_size)
         deterministic = Compose(parser.get_parsed_content("train#deterministic_transforms"))
-        random = Compose(parser.get_parsed_content("train#random_transforms"))
+        # the image transforms only: the label's rater draw is made at training time, and leaving it
+        # out keeps the seeds (and so the copies) of the image transforms as they were without it
+        random = Compose([t for t in parser.get_parsed_content("train#random_transforms") if not isinstance(t, RandRaterLabeld)])
         todo = [item for item in items if not self.path(item).is_file()]
         start = time.perf_counter()
         for n, item in enumerate(todo, 1):
@@ -272,6 +274,7 @@ def train_head(
     val_index: Sequence[int],
     recipe: ScoringRecipe,
     seed: int = 0,
+    junior_labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Train ``head`` in place on cached outputs; it ends with the weights of its best validation epoch.
 
@@ -290,12 +293,17 @@ def train_head(
             ``train.json`` (for example ``{"loss#mae_weight": 0.0}``); ``end_to_end_epochs`` must be 0:
             an end-to-end phase changes the frozen stages and cannot be cached.
         seed: of the initial order and copies.
+        junior_labels: (N, 6) the other rater's scores, trained on in a ``recipe.junior_label_prob``
+            share of the draws (as :class:`~monai_bsnet.transforms.RandRaterLabeld`); validation
+            stays with ``labels``.
 
     Returns:
         best validation zone MAE, its epoch, and the seconds taken.
     """
     if recipe.end_to_end_epochs:
         raise ValueError("an end-to-end phase trains the stages this cache holds fixed: use cross_validation.train_scoring")
+    if recipe.junior_label_prob and junior_labels is None:
+        raise ValueError("the recipe trains on the junior rater's scores in part: pass junior_labels")
     parser = train_config(int(outputs.aligned_lung.shape[-1]))
     stage = _as_stage(head)
     parser.update({"learning_rate": recipe.learning_rate, "max_epochs": recipe.head_epochs, **recipe.extra, "network": stage,
@@ -317,8 +325,12 @@ def train_head(
         copies = 2 * rng.integers(0, n_sources, len(order)) + (rng.random(len(order)) < recipe.lateral_flip_prob)
         for s in range(0, len(order), recipe.batch_size):
             index, copy_index = order[s : s + recipe.batch_size], copies[s : s + recipe.batch_size]
+            target = labels[index]
+            if recipe.junior_label_prob:  # no draw otherwise: the other recipes keep their random stream
+                junior = torch.as_tensor(rng.random(len(index)) < recipe.junior_label_prob)
+                target = torch.where(junior[:, None], junior_labels[index], target)
             logits = stage(*outputs.select(index, copy_index))
-            loss = loss_function(logits, copy_labels(labels[index], copy_index))
+            loss = loss_function(logits, copy_labels(target, copy_index))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -360,11 +372,20 @@ def _fresh_stage(seed: int, encoder: ResNet18Encoder, tuned_stages: int) -> Cach
     return CachedScoringStage(BSNet().scoring, encoder, tuned_stages)
 
 
+class _Labels(NamedTuple):
+    reference: torch.Tensor  # (N, 6) the scores trained on and validated against
+    junior: torch.Tensor | None  # (N, 6) the other rater's, where every item has them
+
+
 def _cached(cache: FrozenStageCache, items: Sequence[Mapping[str, Any]]):
-    """Build and load the cache of ``items``; their (N, 6) scores; a function from a subset to its rows."""
+    """Build and load the cache of ``items``; their scores; a function from a subset to its rows."""
     cache.build(items)
     row = {item["image"]: i for i, item in enumerate(items)}
-    labels = torch.tensor([list(item["label"]) for item in items], dtype=torch.long)
+
+    def scores(key: str) -> torch.Tensor:
+        return torch.tensor([list(item[key]) for item in items], dtype=torch.long)
+
+    labels = _Labels(scores("label"), scores("label_junior") if all("label_junior" in item for item in items) else None)
     return cache.load(items), labels, lambda subset: [row[item["image"]] for item in subset]
 
 
@@ -375,7 +396,7 @@ def _train_fresh_stage(
     ``val`` items; with its log."""
     stage = _fresh_stage(seed, cache.bsnet.encoder, recipe.tuned_encoder_stages)
     log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
-    log["scoring"] = train_head(stage, outputs, labels, rows(train), rows(val), recipe, seed)
+    log["scoring"] = train_head(stage, outputs, labels.reference, rows(train), rows(val), recipe, seed, labels.junior)
     return stage, log
 
 

@@ -92,6 +92,23 @@ def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, it
     assert all(p.grad is None for p in network.encoder.parameters())
 
 
+def test_the_junior_share_of_the_draws_decides_which_rater_the_head_learns(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(items[:3])
+    outputs = cache.load(items[:3])
+    senior, junior = torch.zeros(3, 6, dtype=torch.long), torch.full((3, 6), 3, dtype=torch.long)
+    learned = {}
+    for prob in (0.0, 1.0):
+        head = copy.deepcopy(network.scoring)
+        recipe = ScoringRecipe(head_epochs=30, learning_rate=1e-2, batch_size=3, junior_label_prob=prob)
+        # no validation rows, so the last epoch is kept (a senior-validated one would pick epoch 1)
+        train_head(head, outputs, senior, range(3), [], recipe, junior_labels=junior)
+        learned[prob] = head_probabilities(head, outputs, range(3))[0] @ np.arange(4)  # expected scores
+    assert learned[0.0].max() < 1.0 and learned[1.0].min() > 2.0
+    with pytest.raises(ValueError, match="junior_labels"):
+        train_head(network.scoring, outputs, senior, range(3), [], replace(recipe, head_epochs=1))
+
+
 def test_mirrored_copies_carry_their_scores_swapped_side_for_side():
     labels = torch.tensor([[0, 1, 2, 3, 3, 3], [1, 1, 1, 0, 0, 0]])
     assert copy_labels(labels, np.array([0, 3])).tolist() == [[0, 1, 2, 3, 3, 3], [0, 0, 0, 1, 1, 1]]

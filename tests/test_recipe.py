@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from monai_bsnet.cross_validation import patient_folds, summarise_predictions
-from monai_bsnet.data import lungseg_datalist
+from monai_bsnet.data import brixia_public_datalist, lungseg_datalist
 from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
-from monai_bsnet.transforms import RandLateralFlipd, swap_zone_sides
+from monai_bsnet.transforms import RandLateralFlipd, RandRaterLabeld, swap_zone_sides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,25 @@ def test_lateral_flip_mirrors_the_image_and_swaps_the_lungs_scores():
     assert flipped["label"].tolist() == [0, 0, 0, 3, 2, 1]
     kept = RandLateralFlipd("image", prob=0.0)({"image": image, "label": torch.tensor([3, 2, 1, 0, 0, 0])})
     assert torch.equal(kept["image"], image) and kept["label"].tolist() == [3, 2, 1, 0, 0, 0]
+
+
+def test_the_rater_draw_trains_on_the_junior_scores_with_its_probability(shared_data):
+    item = brixia_public_datalist(shared_data / "brixia-public")[0]
+    senior, junior = item["label_senior"], item["label_junior"]
+    labels = {}
+    for prob in (0.0, 1.0):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
+        parser.update({"image_size": 64, "junior_label_prob": prob, "lateral_flip_prob": 0.0})
+        labels[prob] = parser.get_parsed_content("train#preprocessing")(item)["label"]
+    assert labels[0.0].tolist() == senior and labels[1.0].tolist() == junior
+    assert labels[1.0].dtype == torch.long
+    # the draw comes before the mirror, which swaps the drawn scores
+    mirrored = RandLateralFlipd("image", prob=1.0)(RandRaterLabeld(prob=1.0)({"image": torch.zeros(1, 4, 4), "label": torch.tensor(senior),
+                                                                             "label_junior": junior}))
+    assert mirrored["label"].tolist() == swap_zone_sides(torch.tensor(junior)).tolist()
+    with pytest.raises(KeyError, match="x.png.*label_junior"):
+        RandRaterLabeld(prob=1.0)({"image_path": "x.png", "label": torch.tensor(senior)})
 
 
 def test_swapping_zone_sides_twice_is_the_identity_for_scores_and_probabilities():
