@@ -68,10 +68,11 @@ class RandRaterLabeld(RandomizableTransform, MapTransform):
     """Train on another rater's zone scores for a random share of the draws.
 
     Two radiologists rated every public BrixIA image; their scores differ on 36% of the zones
-    (junior against senior, 138 images). Drawing the label from either rater trains the classifier toward both
-    raters' score distribution rather than one rater's choice on borderline zones (in expectation,
-    the cross-entropy against the raters' averaged distribution). Validation keeps the reference
-    rater, so the best epoch and every reported metric still compare with the senior radiologist.
+    (junior against senior, 138 images). Drawing the label from either rater trains the classifier
+    toward both raters' score distribution rather than one rater's choice on borderline zones (in
+    expectation, the cross-entropy against the raters' averaged distribution). Validation keeps the
+    reference rater, so the best epoch and every reported metric still compare with the senior
+    radiologist. Cross-validated on the public images it did not lower the errors (model card).
 
     Place it before :class:`RandLateralFlipd`, which swaps whatever label it finds.
 
@@ -98,7 +99,7 @@ class RandRaterLabeld(RandomizableTransform, MapTransform):
             return d
         if self.rater_key not in d:
             raise KeyError(f"{d.get('image_path', 'this item')}: no {self.rater_key!r} scores to train on "
-                           f"(the datalist has one rater; set the rater-label probability to 0)")
+                           f"(the datalist has one rater: set the probability to 0)")
         for key in self.key_iterator(d):
             d[key] = torch.as_tensor(np.asarray(d[self.rater_key]), dtype=torch.as_tensor(d[key]).dtype)
         return d
