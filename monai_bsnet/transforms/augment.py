@@ -101,5 +101,5 @@ class RandRaterLabeld(RandomizableTransform, MapTransform):
             raise KeyError(f"{d.get('image_path', 'this item')}: no {self.rater_key!r} scores to train on "
                            f"(the datalist has one rater: set the probability to 0)")
         for key in self.key_iterator(d):
-            d[key] = torch.as_tensor(np.asarray(d[self.rater_key]), dtype=torch.as_tensor(d[key]).dtype)
+            d[key] = torch.as_tensor(d[self.rater_key], dtype=torch.as_tensor(d[key]).dtype)
         return d
