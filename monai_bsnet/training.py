@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 from sklearn.model_selection import GroupShuffleSplit
 
@@ -95,7 +96,15 @@ def resume_handlers(checkpoint_dir: str | os.PathLike, prefix: str, load_dict: M
     if checkpoint is None:
         return []
     logger.info("resuming from %s", checkpoint)
-    return [CheckpointLoader(load_path=str(checkpoint), load_dict=dict(load_dict), map_location="cpu")]
+    load_dict = dict(load_dict)
+    # checkpoints written before the best-validation record existed lack it; ignite refuses a missing
+    # key, so such a run resumes without it (and says what that costs) instead of not resuming at all
+    saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    if "best_validation" in load_dict and "best_validation" not in saved:
+        logger.warning("%s has no best-validation record (written by an older version): the first validation "
+                       "after this resume may replace the best checkpoint even if an earlier epoch was better", checkpoint)
+        del load_dict["best_validation"]
+    return [CheckpointLoader(load_path=str(checkpoint), load_dict=load_dict, map_location="cpu")]
 
 
 class BestValidationRecord:

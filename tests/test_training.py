@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -122,6 +123,19 @@ def test_a_resumed_run_keeps_a_better_best_checkpoint_from_before_the_restart(sh
     assert (tmp_path / "segmentation.pt").read_bytes() == best
     epoch_2 = torch.load(tmp_path / "checkpoints" / "segmentation_checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
     assert epoch_2["best_validation"] == {"best_metric": 1.0, "best_metric_epoch": 1}
+
+
+def test_a_checkpoint_from_before_the_best_validation_record_still_resumes(shared_data, tmp_path, caplog):
+    train("segmentation", shared_data, tmp_path, max_epochs=1)
+    epoch_1 = tmp_path / "checkpoints" / "segmentation_checkpoint_epoch=1.pt"
+    checkpoint = torch.load(epoch_1, map_location="cpu", weights_only=False)
+    del checkpoint["best_validation"]  # as written by the versions before the record
+    torch.save(checkpoint, epoch_1)
+    with caplog.at_level(logging.WARNING, logger="monai_bsnet.training"):
+        assert train("segmentation", shared_data, tmp_path, max_epochs=2) == [2, 2]
+    assert "has no best-validation record" in caplog.text and epoch_1.name in caplog.text
+    epoch_2 = torch.load(tmp_path / "checkpoints" / "segmentation_checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert epoch_2["best_validation"]["best_metric_epoch"] == 2  # the record starts again from this run
 
 
 def test_training_is_deterministic_with_a_seed(shared_data, tmp_path):
