@@ -49,7 +49,7 @@ from monai_bsnet.networks import BSNet
 from monai_bsnet.networks.encoder import ResNet18Encoder
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.training import train_val_split
-from monai_bsnet.transforms import RandRaterLabeld, swap_zone_sides
+from monai_bsnet.transforms import swap_zone_sides
 
 __all__ = [
     "FrozenOutputs",
@@ -167,9 +167,8 @@ class FrozenStageCache:
 
         parser = train_config(self.image_size)
         deterministic = Compose(parser.get_parsed_content("train#deterministic_transforms"))
-        # the image transforms only: the label's rater draw is made at training time, and leaving it
-        # out keeps the seeds (and so the copies) of the image transforms as they were without it
-        random = Compose([t for t in parser.get_parsed_content("train#random_transforms") if not isinstance(t, RandRaterLabeld)])
+        # the image transforms only: the label transforms (the rater draw) act at training time
+        random = Compose(parser.get_parsed_content("train#random_transforms"))
         todo = [item for item in items if not self.path(item).is_file()]
         start = time.perf_counter()
         for n, item in enumerate(todo, 1):

@@ -96,14 +96,14 @@ def resume_handlers(checkpoint_dir: str | os.PathLike, prefix: str, load_dict: M
     if checkpoint is None:
         return []
     logger.info("resuming from %s", checkpoint)
-    load_dict = dict(load_dict)
     # checkpoints written before the best-validation record existed lack it; ignite refuses a missing
     # key, so such a run resumes without it (and says what that costs) instead of not resuming at all
-    saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
-    if "best_validation" in load_dict and "best_validation" not in saved:
+    saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).keys()
+    missing = [k for k, v in load_dict.items() if k not in saved and isinstance(v, BestValidationRecord)]
+    if missing:
         logger.warning("%s has no best-validation record (written by an older version): the first validation "
                        "after this resume may replace the best checkpoint even if an earlier epoch was better", checkpoint)
-        del load_dict["best_validation"]
+    load_dict = {k: v for k, v in load_dict.items() if k not in missing}
     return [CheckpointLoader(load_path=str(checkpoint), load_dict=load_dict, map_location="cpu")]
 
 
