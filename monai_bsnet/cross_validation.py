@@ -63,6 +63,8 @@ class ScoringRecipe:
             first phase, at a tenth of the learning rate and with fixed batch-norm statistics (1:
             ``layer4``; 0: the head alone). Only the training on cached frozen-stage outputs
             (:mod:`monai_bsnet.frozen_head`, ``--schedule cpu_cached``) implements it.
+        shared_zone_classifier: one zone classifier trained for all six zones (``train.json``'s
+            ``shared_zone_classifier``); the shipped weights keep the six-classifier layout.
     """
 
     head_epochs: int = 40
@@ -73,6 +75,7 @@ class ScoringRecipe:
     extra: Mapping[str, Any] = field(default_factory=dict)
     tuned_encoder_stages: int = 0
     junior_label_prob: float = 0.0
+    shared_zone_classifier: bool = False
 
 
 #: The variants compared by cross-validation (the literature's suggestions that fit this data size).
@@ -85,6 +88,8 @@ RECIPES: dict[str, ScoringRecipe] = {
     "flip_layer4": ScoringRecipe(lateral_flip_prob=0.5, tuned_encoder_stages=1),
     # half of the draws scored by the junior rater: both radiologists' readings as training targets
     "head_raters": ScoringRecipe(junior_label_prob=0.5),
+    # one classifier for the six zones: six zone crops per image to learn from instead of one
+    "head_shared": ScoringRecipe(shared_zone_classifier=True),
 }
 
 
@@ -157,6 +162,7 @@ def train_scoring(
         "learning_rate": recipe.learning_rate,
         "lateral_flip_prob": recipe.lateral_flip_prob,
         "junior_label_prob": recipe.junior_label_prob,
+        "shared_zone_classifier": recipe.shared_zone_classifier,
         **recipe.extra,
         **overrides,
     }

@@ -365,10 +365,11 @@ def head_probabilities(
     return np.concatenate(plain), np.concatenate(tta)
 
 
-def _fresh_stage(seed: int, encoder: ResNet18Encoder, tuned_stages: int) -> CachedScoringStage:
+def _fresh_stage(seed: int, encoder: ResNet18Encoder, recipe: ScoringRecipe) -> CachedScoringStage:
     """A newly initialised head of the shipped architecture, with copies of the encoder stages to tune."""
     torch.manual_seed(seed)
-    return CachedScoringStage(BSNet().scoring, encoder, tuned_stages)
+    head = BSNet(shared_zone_classifier=recipe.shared_zone_classifier).scoring
+    return CachedScoringStage(head, encoder, recipe.tuned_encoder_stages)
 
 
 class _Labels(NamedTuple):
@@ -393,7 +394,7 @@ def _train_fresh_stage(
 ) -> tuple[CachedScoringStage, dict[str, Any]]:
     """A new head (and tuned encoder stages) trained on the ``train`` items, its epoch chosen on the
     ``val`` items; with its log."""
-    stage = _fresh_stage(seed, cache.bsnet.encoder, recipe.tuned_encoder_stages)
+    stage = _fresh_stage(seed, cache.bsnet.encoder, recipe)
     log: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
     log["scoring"] = train_head(stage, outputs, labels.reference, rows(train), rows(val), recipe, seed, labels.junior)
     return stage, log

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_bsnet.cross_validation import ScoringRecipe, predict_zone_probabilities
+from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, predict_zone_probabilities
 from monai_bsnet.frozen_head import (
     CachedScoringStage,
     FrozenStageCache,
@@ -143,6 +143,16 @@ def test_the_final_head_goes_into_the_network(tmp_path, items, network):
     assert log["n_train"] + log["n_val"] == 6
     assert not torch.equal(before["scoring.classifiers.0.blocks.0.conv.weight"], after["scoring.classifiers.0.blocks.0.conv.weight"])
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("scoring."))
+
+
+def test_a_shared_classifier_recipe_trains_one_classifier_for_the_six_zones(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    train_final_head(replace(RECIPES["head_shared"], head_epochs=2, batch_size=2), items, cache)
+    state = network.state_dict()
+    first = state["scoring.classifiers.0.blocks.0.conv.weight"]
+    assert all(torch.equal(state[f"scoring.classifiers.{zone}.blocks.0.conv.weight"], first) for zone in range(1, 6))
+    # the installed network is the default architecture: its classifiers are separate modules again
+    assert network.scoring.classifiers[0] is not network.scoring.classifiers[1]
 
 
 def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cache(tmp_path, shared_data):

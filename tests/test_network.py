@@ -128,6 +128,37 @@ def test_zone_probabilities_network_and_torchscript(net: BSNet):
     assert torch.allclose(probabilities.sum(-1), torch.ones(2, 6))
 
 
+def test_a_shared_zone_classifier_learns_for_every_zone_and_loads_into_the_default_head():
+    torch.manual_seed(0)
+    shared = BSNet(shared_zone_classifier=True).freeze(["encoder", "segmentation", "alignment"])
+    head, default_head = shared.scoring, BSNet().scoring
+    assert all(classifier is head.classifiers[0] for classifier in head.classifiers)
+    one_classifier = sum(p.numel() for p in default_head.classifiers[0].parameters())
+    assert sum(p.numel() for p in default_head.parameters()) - sum(p.numel() for p in head.parameters()) == 5 * one_classifier
+    # a step on zone A's logits alone moves the classifier of every zone
+    image = torch.rand(2, 1, 128, 128)
+    state = {k: v.clone() for k, v in shared.state_dict().items()}
+    shared.train()
+    shared(image).zone_logits[:, 0].logsumexp(-1).sum().backward()
+    torch.optim.SGD(head.parameters(), lr=0.1).step()
+    after = shared.state_dict()
+    for zone in range(6):
+        key = f"scoring.classifiers.{zone}.blocks.0.conv.weight"
+        assert not torch.equal(after[key], state[key])
+        assert torch.equal(after[key], after["scoring.classifiers.0.blocks.0.conv.weight"])
+    # the six equal copies load into the per-zone head, which then scores the same, TorchScript included
+    default = BSNetZoneProbabilities().eval()
+    default.load_state_dict(after)
+    shared.eval()
+    with torch.no_grad():
+        expected = torch.softmax(shared(image).zone_logits, -1)
+        assert torch.allclose(default(image), expected, atol=1e-5)
+        shared_probabilities = BSNetZoneProbabilities(shared_zone_classifier=True).eval()
+        shared_probabilities.load_state_dict(after)
+        scripted = torch.jit.script(shared_probabilities)
+        assert torch.allclose(scripted(image), expected, atol=1e-5)
+
+
 def test_stage_views_share_one_network():
     from monai_bsnet.networks import LungSegmenter, MaskAligner, ZoneScorer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,16 @@ def test_stages_train_their_part_and_keep_the_frozen_ones(chain):
     for part in ("encoder.", "segmentation.", "alignment."):
         assert not differs(align, model, part), part
     assert differs(align, model, "scoring.")
+
+
+def test_the_bundle_trains_one_shared_zone_classifier_when_asked(chain, shared_data, tmp_path):
+    shutil.copy(chain / "alignment.pt", tmp_path / "alignment.pt")
+    train("scoring", shared_data, tmp_path, shared_zone_classifier=True)
+    align, model = state(tmp_path / "alignment.pt"), state(tmp_path / "model.pt")
+    for zone in range(6):
+        key = f"scoring.classifiers.{zone}.blocks.0.conv.weight"
+        assert torch.equal(model[key], model["scoring.classifiers.0.blocks.0.conv.weight"])
+        assert not torch.equal(model[key], align[key])
 
 
 def test_scoring_refuses_to_start_without_the_previous_stages(shared_data, tmp_path):

@@ -61,6 +61,8 @@ class BSNet(nn.Module):
         classifier_depth: hidden blocks of the zone classifiers (BS-Net: 3).
         zone_size: (h, w) of the zone crops at the finest scale, halved at each coarser scale; default
             None keeps each scale's full feature size, as the authors did.
+        shared_zone_classifier: train one zone classifier for all six zones (see
+            :class:`~monai_bsnet.networks.scoring.ZoneScoringHead`); the weights load either way.
 
     The input's height and width must be multiples of 32 (the ResNet stride); 512 x 512 is the
     reference size.
@@ -80,6 +82,7 @@ class BSNet(nn.Module):
         classifier_width: int = 8,
         classifier_depth: int = 3,
         zone_size: Sequence[int] | None = None,
+        shared_zone_classifier: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = ResNet18Encoder(in_channels)
@@ -87,7 +90,8 @@ class BSNet(nn.Module):
         self.segmentation = UNetPlusPlusDecoder(encoder_channels, decoder_channels, out_channels=1)
         self.alignment = LungAlignmentNet(mask_size=alignment_mask_size)
         self.scoring = ZoneScoringHead(
-            encoder_channels[1:], hard_attention, pyramid_features, classifier_width, classifier_depth, zone_size
+            encoder_channels[1:], hard_attention, pyramid_features, classifier_width, classifier_depth, zone_size,
+            shared_zone_classifier,
         )
         self.frozen: set[str] = set()
 

@@ -118,6 +118,12 @@ class ZoneScoringHead(nn.Module):
         classifier_depth: hidden blocks of the zone classifiers.
         zone_size: (h, w) of the zone crops at the finest scale, halved at each coarser scale; None
             keeps each scale's full feature size (the authors' choice).
+        shared_classifier: one classifier, its weights shared by the six zones, instead of one per zone
+            (the authors' choice). It learns from six zone crops per image instead of one, which is what
+            helped on the 138 public images (``bundle/docs/README.md``). It is applied to the six crops as
+            one batch, so that its batch-norm statistics are those of all zones in training as at
+            inference. The weights keep the six-classifier layout (six equal copies), so a head trained
+            shared loads into the default head and scores the same.
     """
 
     def __init__(
@@ -128,12 +134,18 @@ class ZoneScoringHead(nn.Module):
         classifier_width: int = 8,
         classifier_depth: int = 3,
         zone_size: Sequence[int] | None = None,
+        shared_classifier: bool = False,
     ) -> None:
         super().__init__()
         self.pyramid = ZonePyramid(in_channels, feature_size=pyramid_features)
-        self.classifiers = nn.ModuleList(
-            ZoneClassifier(self.pyramid.out_channels, classifier_width, classifier_depth) for _ in range(NUM_ZONES)
-        )
+        if shared_classifier:
+            shared = ZoneClassifier(self.pyramid.out_channels, classifier_width, classifier_depth)
+            self.classifiers = nn.ModuleList([shared] * NUM_ZONES)
+        else:
+            self.classifiers = nn.ModuleList(
+                ZoneClassifier(self.pyramid.out_channels, classifier_width, classifier_depth) for _ in range(NUM_ZONES)
+            )
+        self.shared_classifier = shared_classifier
         self.hard_attention = hard_attention
         # [0, 0] stands for None (TorchScript cannot type an empty list attribute)
         self.zone_size = [0, 0] if zone_size is None else [int(s) for s in zone_size]
@@ -167,6 +179,9 @@ class ZoneScoringHead(nn.Module):
     def classify(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """The trainable half of the head: zone logits (B, 6, 4) from the crops of :meth:`zone_crops`."""
         merged = self.pyramid(crops)
+        if self.shared_classifier:  # (B * zones, ...) is batch-major: all zones of image 0, then of image 1, ...
+            logits = self.classifiers[0](merged)
+            return logits.view(-1, len(self.classifiers), logits.shape[-1])
         merged = merged.view(-1, len(self.classifiers), merged.shape[1], merged.shape[2], merged.shape[3])  # (B, zones, ...)
         logits = [classifier(merged[:, z]) for z, classifier in enumerate(self.classifiers)]
         return torch.stack(logits, dim=1)

@@ -1,0 +1,123 @@
+"""Linear probes of the frozen stages' zone features: does a scoring model learn more from one zone
+classifier shared by the six zones than from one classifier per zone?
+
+This is the experiment behind the ``head_shared`` recipe (``bundle/docs/README.md``). It reads the
+frozen-stage cache that ``train_recipe.py --schedule cpu_cached`` builds (``WORK/frozen_stages``), pools
+each zone crop of each scale the way the scoring head sees it (lung-weighted, aligned, cropped:
+:meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops`) into its mean and maximum per
+channel (1920 numbers per zone, plus the zone's lung fraction), and fits L2-regularised multinomial
+logistic regressions (scikit-learn) on the six cached copies of each training image. It reports the
+patient-grouped 5-fold cross-validation of ``cv:VARIANT`` (same folds), with the regularisation chosen
+inside each training fold by a 4-fold grouped search, for three ways of sharing the model:
+
+    shared     one model for all six zones (zone crops of every zone are its samples)
+    per_level  one model per height (A and D, B and E, C and F)
+    per_zone   one model per zone, as the BS-Net head has one classifier per zone
+
+    python bundle/scripts/zone_probe.py --data DATA --cache WORK/frozen_stages --out bundle/logs/zone_probe.json
+
+About 2 min to pool the cache of the 138 images and 5 min for the probes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from monai_bsnet.cross_validation import patient_folds
+from monai_bsnet.data import brixia_public_datalist
+from monai_bsnet.metrics import brixia_metrics
+from monai_bsnet.networks.scoring import ZoneScoringHead, pool_zones
+from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
+
+#: zone order after a mirror (copies 1, 3, 5 of the cache are mirrored, their scores swapped)
+MIRRORED = [3, 4, 5, 0, 1, 2]
+GROUPINGS = {"shared": [list(range(NUM_ZONES))], "per_level": [[0, 3], [1, 4], [2, 5]], "per_zone": [[z] for z in range(NUM_ZONES)]}
+C_GRID = (0.001, 0.003, 0.01)
+
+
+@torch.inference_mode()
+def pooled_zone_features(cache: Path, items: list[dict]) -> np.ndarray:
+    """(N images, V copies, 6 zones, 1921): per scale the mean and maximum of each zone crop, then the
+    zone's lung fraction."""
+    head = ZoneScoringHead().eval()
+    pooled = []
+    for item in items:
+        record = torch.load(cache / f"{Path(item['image']).name}.pt", weights_only=True)
+        crops = head.zone_crops(record["features"], record["theta"], record["aligned_lung"])
+        lung = pool_zones(record["aligned_lung"], head.boxes, [32, 32]).mean(dim=(-3, -2, -1))
+        features = torch.cat([c.mean(dim=(-2, -1)) for c in crops] + [c.amax(dim=(-2, -1)) for c in crops] + [lung[:, None]], 1)
+        pooled.append(features.view(record["theta"].shape[0], NUM_ZONES, -1).numpy())
+    return np.stack(pooled)
+
+
+def samples(features: np.ndarray, scores: np.ndarray, images, copies, zones) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (image, copy, zone) of ``zones``, with the copy's scores (swapped on mirrored copies)."""
+    x, y = [], []
+    for n in images:
+        for v in copies:
+            target = scores[n][MIRRORED] if v % 2 else scores[n]
+            x.append(features[n, v, zones])
+            y.append(target[zones])
+    return np.concatenate(x), np.concatenate(y)
+
+
+def fit_predict(features, scores, train, test, grouping: str, c: float) -> np.ndarray:
+    """Zone probabilities (len(test), 6, 4) of the plain copy of the ``test`` images."""
+    probabilities = np.zeros((len(test), NUM_ZONES, NUM_SCORES))
+    for zones in GROUPINGS[grouping]:
+        x, y = samples(features, scores, train, range(features.shape[1]), zones)
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+        for z in zones:
+            probabilities[:, z, model.classes_] = model.predict_proba(features[test, 0, z])
+    return probabilities
+
+
+def nested_cross_validation(features, scores, groups, folds, grouping: str) -> dict:
+    out = np.zeros((len(scores), NUM_ZONES, NUM_SCORES))
+    chosen = []
+    for train, test in folds:
+        train = np.asarray(train)
+        inner = list(GroupKFold(4).split(train, groups=groups[train]))
+        errors = {c: sum(brixia_metrics(fit_predict(features, scores, train[a], train[b], grouping, c), scores[train[b]])["zone_mae"] * len(b)
+                         for a, b in inner) for c in C_GRID}
+        chosen.append(min(C_GRID, key=errors.get))
+        out[test] = fit_predict(features, scores, train, test, grouping, chosen[-1])
+    metrics = brixia_metrics(out, scores)
+    per_fold = [round(brixia_metrics(out[test], scores[test])["zone_mae"], 3) for _, test in folds]
+    return {"zone_mae": round(metrics["zone_mae"], 4), "global_mae": round(metrics["global_mae"], 3),
+            "zone_accuracy": round(metrics["zone_accuracy"], 3), "fold_zone_mae": per_fold, "chosen_C": chosen}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
+    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py --schedule cpu_cached")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    items = brixia_public_datalist(args.data / "brixia-public")
+    scores = np.array([item["label"] for item in items])
+    groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
+    row = {item["image"]: i for i, item in enumerate(items)}
+    folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items)]
+    features = pooled_zone_features(args.cache, items)
+    result = {"n_images": len(items), "cache": json.loads((args.cache / "cache.json").read_text()),
+              "features": "per scale mean and max of the lung-weighted aligned zone crops, and the zone's lung fraction",
+              "model": "StandardScaler + multinomial LogisticRegression, C chosen per fold from %s by 4-fold grouped search" % (C_GRID,)}
+    for grouping in GROUPINGS:
+        result[grouping] = nested_cross_validation(features, scores, groups, folds, grouping)
+        print(grouping, result[grouping], flush=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
