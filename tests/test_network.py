@@ -159,6 +159,18 @@ def test_a_shared_zone_classifier_learns_for_every_zone_and_loads_into_the_defau
         assert torch.allclose(scripted(image), expected, atol=1e-5)
 
 
+def test_a_shared_zone_classifier_normalises_over_the_six_zones_at_once():
+    torch.manual_seed(0)
+    head = BSNet(shared_zone_classifier=True).scoring.train()
+    crops = [torch.rand(2 * 6, c, s, s) for c, s in zip((64, 128, 256, 512), (16, 8, 4, 2))]  # 2 images x 6 zones
+    head.classify(crops)
+    first = head.classifiers[0].blocks[0]
+    with torch.no_grad():
+        batch_mean = first.conv(head.pyramid(crops)).mean(dim=(0, 2, 3))
+    # one batch-norm update with the statistics of all zones (six updates, one per zone, would differ)
+    assert torch.allclose(first.adn.N.running_mean, 0.1 * batch_mean, atol=1e-6)
+
+
 def test_stage_views_share_one_network():
     from monai_bsnet.networks import LungSegmenter, MaskAligner, ZoneScorer
 
