@@ -170,6 +170,25 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     assert final["variant"] in ("head", "head_flip") and (models / "model.pt").is_file()
     # both variants used the one cache
     assert len(list((tmp_path / "work" / "frozen_stages").glob("*.pt"))) == 8
+    # the zone probes read the same cache
+    probe = [sys.executable, str(REPO / "bundle" / "scripts" / "zone_probe.py"), "--data", str(shared_data), "--cache",
+             str(tmp_path / "work" / "frozen_stages"), "--out", str(tmp_path / "probe.json"), "--limit", "8", "--folds", "2"]
+    subprocess.run(probe, check=True, capture_output=True, timeout=600)
+    probes = json.loads((tmp_path / "probe.json").read_text())
+    assert probes["n_images"] == 8
+    for grouping in ("shared", "per_level", "per_zone"):
+        assert 0 <= probes[grouping]["zone_mae"] <= 3 and len(probes[grouping]["fold_zone_mae"]) == 2
+
+
+def test_the_zone_probe_samples_carry_the_scores_of_their_copy():
+    sys.path.insert(0, str(REPO / "bundle" / "scripts"))
+    from zone_probe import samples
+
+    features = np.arange(2 * 2 * 6, dtype=float).reshape(2, 2, 6, 1)  # images x copies (plain, mirrored) x zones
+    scores = np.array([SCORES[0], SCORES[1]])
+    x, y = samples(features, scores, [1], [0, 1], [0, 3])  # zones A and D of image 1, plain then mirrored
+    assert x[:, 0].tolist() == [12, 15, 18, 21]  # image 1 starts at 1 * 2 copies * 6 zones
+    assert y.tolist() == [SCORES[1][0], SCORES[1][3], SCORES[1][3], SCORES[1][0]]  # the mirror swaps A and D
 
 
 def test_recipe_extras_override_train_json(tmp_path, items, network):

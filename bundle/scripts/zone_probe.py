@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
@@ -75,7 +76,9 @@ def fit_predict(features, scores, train, test, grouping: str, c: float) -> np.nd
     probabilities = np.zeros((len(test), NUM_ZONES, NUM_SCORES))
     for zones in GROUPINGS[grouping]:
         x, y = samples(features, scores, train, range(features.shape[1]), zones)
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+        # a zone whose training images all share one score (tiny data) gets that score
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000) if len(np.unique(y)) > 1 else DummyClassifier())
+        model.fit(x, y)
         for z in zones:
             probabilities[:, z, model.classes_] = model.predict_proba(features[test, 0, z])
     return probabilities
@@ -86,7 +89,7 @@ def nested_cross_validation(features, scores, groups, folds, grouping: str) -> d
     chosen = []
     for train, test in folds:
         train = np.asarray(train)
-        inner = list(GroupKFold(4).split(train, groups=groups[train]))
+        inner = list(GroupKFold(min(4, len(set(groups[train])))).split(train, groups=groups[train]))
         errors = {c: sum(brixia_metrics(fit_predict(features, scores, train[a], train[b], grouping, c), scores[train[b]])["zone_mae"] * len(b)
                          for a, b in inner) for c in C_GRID}
         chosen.append(min(C_GRID, key=errors.get))
@@ -102,12 +105,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
     parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py --schedule cpu_cached")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
-    items = brixia_public_datalist(args.data / "brixia-public")
+    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     scores = np.array([item["label"] for item in items])
     groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
     row = {item["image"]: i for i, item in enumerate(items)}
-    folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items)]
+    folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items, args.folds)]
     features = pooled_zone_features(args.cache, items)
     result = {"n_images": len(items), "cache": json.loads((args.cache / "cache.json").read_text()),
               "features": "per scale mean and max of the lung-weighted aligned zone crops, and the zone's lung fraction",
