@@ -37,10 +37,9 @@ from monai_bsnet.cross_validation import patient_folds
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import brixia_metrics
 from monai_bsnet.networks.scoring import ZoneScoringHead, pool_zones
+from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
-#: zone order after a mirror (copies 1, 3, 5 of the cache are mirrored, their scores swapped)
-MIRRORED = [3, 4, 5, 0, 1, 2]
 GROUPINGS = {"shared": [list(range(NUM_ZONES))], "per_level": [[0, 3], [1, 4], [2, 5]], "per_zone": [[z] for z in range(NUM_ZONES)]}
 C_GRID = (0.001, 0.003, 0.01)
 
@@ -65,7 +64,7 @@ def samples(features: np.ndarray, scores: np.ndarray, images, copies, zones) -> 
     x, y = [], []
     for n in images:
         for v in copies:
-            target = scores[n][MIRRORED] if v % 2 else scores[n]
+            target = swap_zone_sides(scores[n]) if v % 2 else scores[n]  # odd copies of the cache are mirrored
             x.append(features[n, v, zones])
             y.append(target[zones])
     return np.concatenate(x), np.concatenate(y)
