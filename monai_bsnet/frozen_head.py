@@ -408,6 +408,7 @@ def cross_validate_head(
     n_folds: int = 5,
     seed: int = 0,
     val_fraction: float = 0.2,
+    training_seed: int | None = None,
 ) -> dict[str, Any]:
     """Patient-grouped cross-validation of a head-only ``recipe`` on cached outputs.
 
@@ -418,7 +419,12 @@ def cross_validate_head(
     encoder stages the held-out images are scored by the whole network they are installed in (its
     lung map and alignment then differ from the cached ones); without, from the cache, which holds
     the same values.
+
+    ``seed`` draws the folds and inner splits; ``training_seed`` (default: ``seed``) the heads'
+    initialisation, image order and copies. Repeating a run with other training seeds on the same
+    splits measures how far two runs of one recipe differ by chance alone.
     """
+    training_seed = seed if training_seed is None else training_seed
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     items = list(datalist)
@@ -428,7 +434,7 @@ def cross_validate_head(
     for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
         fold_file = work_dir / f"fold{k}.json"
         if not fold_file.is_file():
-            stage, log = _train_fresh_stage(cache, outputs, labels, rows, *train_val_split(train, val_fraction, seed), recipe, seed)
+            stage, log = _train_fresh_stage(cache, outputs, labels, rows, *train_val_split(train, val_fraction, seed), recipe, training_seed)
             log.update(n_test=len(test), fold=k)
             if recipe.tuned_encoder_stages:
                 network = stage.install(copy.deepcopy(cache.bsnet))
@@ -444,7 +450,7 @@ def cross_validate_head(
         folds_log.append(fold["log"])
     (work_dir / "predictions.json").write_text(json.dumps(predictions))
     summary = summarise_predictions(predictions)
-    summary.update(recipe=asdict(recipe), n_folds=n_folds, seed=seed, folds=folds_log, training="cached frozen-stage outputs",
+    summary.update(recipe=asdict(recipe), n_folds=n_folds, seed=seed, training_seed=training_seed, folds=folds_log, training="cached frozen-stage outputs",
                    cache=cache.settings)
     return summary
 

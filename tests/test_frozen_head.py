@@ -135,6 +135,25 @@ def test_cross_validation_on_the_cache_covers_every_image_once_and_resumes(tmp_p
     assert {p: p.stat().st_mtime_ns for p in fold_files} == fold_files and again["plain"] == summary["plain"]
 
 
+def test_another_training_seed_keeps_the_folds_and_changes_only_the_trained_heads(tmp_path, items, network):
+    """The noise-floor runs: the same splits, another initialisation and order; the same seed repeats."""
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    recipe = ScoringRecipe(head_epochs=2, lateral_flip_prob=0.5, batch_size=2)
+
+    def run(name: str, **seeds) -> tuple[dict, list]:
+        summary = cross_validate_head(recipe, items, cache, tmp_path / name, n_folds=2, **seeds)
+        return summary, json.loads((tmp_path / name / "predictions.json").read_text())
+
+    reference, predicted = run("seed0")
+    repeated, predicted_again = run("seed0_again", training_seed=0)
+    other, predicted_other = run("seed1", training_seed=1)
+    assert reference["training_seed"] == 0 and other["training_seed"] == 1 and other["seed"] == 0
+    assert [(p["filename"], p["fold"]) for p in predicted_other] == [(p["filename"], p["fold"]) for p in predicted]
+    assert [f["n_val"] for f in other["folds"]] == [f["n_val"] for f in reference["folds"]]
+    assert [p["probabilities"] for p in predicted_again] == [p["probabilities"] for p in predicted]
+    assert [p["probabilities"] for p in predicted_other] != [p["probabilities"] for p in predicted]
+
+
 def test_the_final_head_goes_into_the_network(tmp_path, items, network):
     cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
     before = {k: v.clone() for k, v in network.state_dict().items()}
