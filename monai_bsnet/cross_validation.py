@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from scipy.stats import bootstrap
 from sklearn.model_selection import StratifiedGroupKFold
 
 from monai_bsnet.metrics import brixia_metrics
 from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, swap_zone_sides
+from monai_bsnet.zones import median_scores
 
 __all__ = [
     "BUNDLE_CONFIGS",
@@ -38,6 +40,7 @@ __all__ = [
     "cross_validate",
     "prediction_rows",
     "summarise_predictions",
+    "compare_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,4 +296,64 @@ def summarise_predictions(predictions: Sequence[Mapping[str, Any]], reference: s
         pooled["fold_global_mae"] = [round(m["global_mae"], 4) for m in per_fold]
         out["tta" if key.endswith("tta") else "plain"] = pooled
     out["junior_vs_senior"] = brixia_metrics(np.array([p["label_junior"] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
+    return out
+
+
+def compare_predictions(
+    baseline: Sequence[Mapping[str, Any]],
+    candidate: Sequence[Mapping[str, Any]],
+    key: str = "probabilities",
+    reference: str = "label_senior",
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much lower ``candidate``'s errors are than ``baseline``'s on the same out-of-fold images.
+
+    Both are :func:`prediction_rows` of cross-validations on the same images (``predictions.json``).
+    The differences (candidate minus baseline; negative: the candidate is better) of zone MAE and
+    global MAE come with a 95% interval from a paired bootstrap over **patients** (BCa, ``scipy.stats.
+    bootstrap``): the images of one patient are resampled together, as they are not independent. The
+    interval measures how much the comparison could change with other images of the same kind; it
+    does not include the training noise of either run (repeat a run with another training seed for
+    that, :func:`~monai_bsnet.frozen_head.cross_validate_head`).
+
+    Args:
+        baseline, candidate: out-of-fold prediction rows; matched by ``filename``.
+        key: ``"probabilities"`` or ``"probabilities_tta"``.
+        reference: the rater whose scores are the truth.
+        n_resamples, seed: of the bootstrap.
+
+    Returns:
+        for ``zone_mae`` and ``global_mae``: baseline, candidate, difference, ``ci95`` and the number
+        of folds in which the candidate is lower; with ``n_images`` and ``n_patients``.
+    """
+    by_name = {row["filename"]: row for row in candidate}
+    missing = sorted({row["filename"] for row in baseline} ^ set(by_name))
+    if missing or len(by_name) != len(candidate):
+        raise ValueError(f"the two cross-validations must score the same images once each; not in both: {missing[:5]}")
+    rows = list(baseline)
+    target = np.array([row[reference] for row in rows])
+    scores = [median_scores(np.array([r[key] for r in runs])) for runs in (rows, [by_name[row["filename"]] for row in rows])]
+    zone_error = [np.abs(s - target).sum(1) for s in scores]  # per image, summed over the six zones
+    global_error = [np.abs(s.sum(1) - target.sum(1)) for s in scores]
+    patients = np.array([str(row.get("patient_id") or row["filename"]) for row in rows])
+    folds = np.array([row["fold"] for row in rows])
+    names, patient_of = np.unique(patients, return_inverse=True)
+
+    def per_patient(values: np.ndarray) -> np.ndarray:
+        return np.bincount(patient_of, weights=values, minlength=len(names))
+
+    images = per_patient(np.ones(len(rows)))
+    out: dict[str, Any] = {"key": key, "reference": reference, "n_images": len(rows), "n_patients": len(names)}
+    for metric, errors, per_image in (("zone_mae", zone_error, 6), ("global_mae", global_error, 1)):
+        difference, weight = per_patient(errors[1] - errors[0]), per_image * images
+        mean = [float(e.sum() / (per_image * len(rows))) for e in errors]
+        low = high = mean[1] - mean[0]  # every patient changing alike (identical runs) leaves nothing to resample
+        if np.ptp(difference / weight) > 0:
+            low, high = bootstrap((difference, weight), lambda d, w, axis=-1: d.sum(axis) / w.sum(axis), paired=True,
+                                  vectorized=True, n_resamples=n_resamples, rng=np.random.default_rng(seed)).confidence_interval
+        fold_mean = [[e[folds == k].mean() for k in np.unique(folds)] for e in errors]
+        out[metric] = {"baseline": round(mean[0], 4), "candidate": round(mean[1], 4), "difference": round(mean[1] - mean[0], 4),
+                       "ci95": [round(float(low), 4), round(float(high), 4)],
+                       "folds_lower": int(sum(c < b for b, c in zip(*fold_mean))), "n_folds": len(fold_mean[0])}
     return out

@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_bsnet.cross_validation import patient_folds, summarise_predictions
+from monai_bsnet.cross_validation import compare_predictions, patient_folds, summarise_predictions
 from monai_bsnet.data import brixia_public_datalist, lungseg_datalist
 from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
 from monai_bsnet.transforms import RandLateralFlipd, RandRaterLabeld, swap_zone_sides
@@ -111,6 +111,64 @@ def test_summary_reports_both_raters_and_per_fold_numbers():
     summary = summarise_predictions(predictions)
     assert summary["plain"]["zone_mae"] == 0 and summary["plain"]["fold_zone_mae"] == [0, 0]
     assert summary["junior_vs_senior"]["zone_mae"] == pytest.approx(1.5)
+
+
+def _prediction_rows(truth: np.ndarray, predicted: np.ndarray, patients: list[str]) -> list[dict]:
+    """Out-of-fold rows as cross_validation.prediction_rows writes them, with one-hot probabilities."""
+    return [{"filename": f"img{i}.png", "patient_id": patients[i], "fold": i % 2, "label_senior": truth[i].tolist(),
+             "label_junior": truth[i].tolist(), "probabilities": np.eye(4)[predicted[i]].tolist(),
+             "probabilities_tta": np.eye(4)[predicted[i]].tolist()} for i in range(len(truth))]
+
+
+def test_comparing_two_cross_validations_gives_the_difference_with_a_patient_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, (40, 6))
+    patients = [f"p{i // 2}" for i in range(40)]
+    off_by_one = _prediction_rows(truth, np.where(truth < 3, truth + 1, 2), patients)
+    exact = _prediction_rows(truth, truth, patients)
+    better = compare_predictions(off_by_one, exact[::-1], n_resamples=2000)  # matched by file name, not order
+    assert better["n_images"] == 40 and better["n_patients"] == 20
+    assert better["zone_mae"]["baseline"] == 1 and better["zone_mae"]["candidate"] == 0
+    assert better["zone_mae"]["difference"] == -1 and better["zone_mae"]["folds_lower"] == 2
+    assert better["global_mae"]["difference"] < 0 and better["global_mae"]["ci95"][1] < 0
+    same = compare_predictions(exact, exact, n_resamples=2000)
+    assert same["zone_mae"]["difference"] == 0 and same["zone_mae"]["ci95"] == [0, 0]
+    with pytest.raises(ValueError, match="img39.png"):
+        compare_predictions(exact, exact[:-1])
+
+
+def test_the_comparison_resamples_patients_not_images():
+    """The same per-image gains are less certain when they all come from one patient's images."""
+    truth = np.zeros((40, 6), int)
+    baseline = _prediction_rows(truth, np.ones_like(truth), [f"p{i}" for i in range(40)])
+    improved = np.ones_like(truth)
+    improved[:10] = 0  # ten images scored right
+    one_patient = ["p0" if i < 10 else f"p{i}" for i in range(40)]  # the ten from one patient
+    ten_patients = [f"p{i}" for i in range(40)]
+    spread = compare_predictions(baseline, _prediction_rows(truth, improved, ten_patients), n_resamples=2000)
+    for row in baseline:
+        row["patient_id"] = one_patient[int(row["filename"][3:-4])]
+    clustered = compare_predictions(baseline, _prediction_rows(truth, improved, one_patient), n_resamples=2000)
+    assert clustered["zone_mae"]["difference"] == spread["zone_mae"]["difference"] == -0.25
+    assert clustered["n_patients"] == 31 and spread["n_patients"] == 40
+    width = lambda r: r["zone_mae"]["ci95"][1] - r["zone_mae"]["ci95"][0]  # noqa: E731
+    assert width(clustered) > 1.5 * width(spread)
+
+
+def test_the_comparison_script_tables_every_run_against_the_baseline(tmp_path):
+    truth = np.random.default_rng(1).integers(0, 4, (12, 6))
+    patients = [f"p{i}" for i in range(12)]
+    (tmp_path / "side").mkdir()
+    (tmp_path / "cv_head_predictions.json").write_text(json.dumps(_prediction_rows(truth, np.clip(truth + 1, 0, 3), patients)))
+    (tmp_path / "side" / "cv_exact_predictions.json").write_text(json.dumps(_prediction_rows(truth, truth, patients)))
+    out = subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_recipes.py"), "--logs", str(tmp_path),
+                          "--out", str(tmp_path / "comparison.json"), "--resamples", "500"], capture_output=True, text=True, check=True).stdout
+    assert "| side/cv_exact |" in out and "| side/cv_exact + TTA |" in out
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    assert comparison["baseline"] == "cv_head" and comparison["comparisons"]["side/cv_exact"]["zone_mae"]["candidate"] == 0
+    missing = subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_recipes.py"), "--logs", str(tmp_path),
+                              "--baseline", "cv_nothing"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "cv_nothing" in missing.stderr
 
 
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
