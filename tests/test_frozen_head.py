@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, predict_zone_probabilities
+from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, predict_zone_probabilities, summarise_predictions
 from monai_bsnet.frozen_head import (
     CachedScoringStage,
     FrozenStageCache,
@@ -197,6 +197,11 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     assert probes["n_images"] == 8
     for grouping in ("shared", "per_level", "per_zone"):
         assert 0 <= probes[grouping]["zone_mae"] <= 3 and len(probes[grouping]["fold_zone_mae"]) == 2
+        # its out-of-fold probabilities, in the form the recipes' cross-validations leave
+        rows = json.loads((tmp_path / f"cv_probe_{grouping}_predictions.json").read_text())
+        assert summarise_predictions(rows)["plain"]["zone_mae"] == pytest.approx(probes[grouping]["zone_mae"], abs=1e-4)
+        head_rows = json.loads((tmp_path / "logs" / "cv_head_predictions.json").read_text())
+        assert {(r["filename"], r["fold"]) for r in rows} == {(r["filename"], r["fold"]) for r in head_rows}  # the same folds
 
 
 def test_the_zone_probe_samples_carry_the_scores_of_their_copy():

@@ -16,6 +16,10 @@ inside each training fold by a 4-fold grouped search, for three ways of sharing 
 
     python bundle/scripts/zone_probe.py --data DATA --cache WORK/frozen_stages --out bundle/logs/zone_probe.json
 
+Beside ``--out`` it writes each probe's out-of-fold zone probabilities (plain, and averaged with the
+mirrored copy's) in the cross-validations' form, ``cv_probe_<grouping>_predictions.json``, which
+``compare_recipes.py`` compares with the trained recipes.
+
 About 2 min to pool the cache of the 138 images and 5 min for the probes on two CPU cores.
 """
 
@@ -33,7 +37,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from monai_bsnet.cross_validation import patient_folds
+from monai_bsnet.cross_validation import patient_folds, prediction_rows
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import brixia_metrics
 from monai_bsnet.networks.scoring import ZoneScoringHead, pool_zones
@@ -70,33 +74,38 @@ def samples(features: np.ndarray, scores: np.ndarray, images, copies, zones) -> 
     return np.concatenate(x), np.concatenate(y)
 
 
-def fit_predict(features, scores, train, test, grouping: str, c: float) -> np.ndarray:
-    """Zone probabilities (len(test), 6, 4) of the plain copy of the ``test`` images."""
-    probabilities = np.zeros((len(test), NUM_ZONES, NUM_SCORES))
+def fit_predict(features, scores, train, test, grouping: str, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Zone probabilities (len(test), 6, 4) of the ``test`` images: of their plain copy, and its average
+    with the mirrored copy's, zones swapped back (test-time augmentation, as the trained heads')."""
+    probabilities = np.zeros((2, len(test), NUM_ZONES, NUM_SCORES))  # plain, mirrored
     for zones in GROUPINGS[grouping]:
         x, y = samples(features, scores, train, range(features.shape[1]), zones)
         # a zone whose training images all share one score (tiny data) gets that score
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000) if len(np.unique(y)) > 1 else DummyClassifier())
         model.fit(x, y)
         for z in zones:
-            probabilities[:, z, model.classes_] = model.predict_proba(features[test, 0, z])
-    return probabilities
+            for copy in (0, 1):  # copy 1 of the cache is the plain image mirrored
+                probabilities[copy][:, z, model.classes_] = model.predict_proba(features[test, copy, z])
+    return probabilities[0], (probabilities[0] + swap_zone_sides(probabilities[1])) / 2
 
 
-def nested_cross_validation(features, scores, groups, folds, grouping: str) -> dict:
+def nested_cross_validation(features, scores, groups, folds, grouping: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The probe's cross-validated metrics, and its out-of-fold probabilities: plain and with TTA."""
     out = np.zeros((len(scores), NUM_ZONES, NUM_SCORES))
+    out_tta = np.zeros_like(out)
     chosen = []
     for train, test in folds:
         train = np.asarray(train)
         inner = list(GroupKFold(min(4, len(set(groups[train])))).split(train, groups=groups[train]))
-        errors = {c: sum(brixia_metrics(fit_predict(features, scores, train[a], train[b], grouping, c), scores[train[b]])["zone_mae"] * len(b)
+        errors = {c: sum(brixia_metrics(fit_predict(features, scores, train[a], train[b], grouping, c)[0], scores[train[b]])["zone_mae"] * len(b)
                          for a, b in inner) for c in C_GRID}
         chosen.append(min(C_GRID, key=errors.get))
-        out[test] = fit_predict(features, scores, train, test, grouping, chosen[-1])
+        out[test], out_tta[test] = fit_predict(features, scores, train, test, grouping, chosen[-1])
     metrics = brixia_metrics(out, scores)
     per_fold = [round(brixia_metrics(out[test], scores[test])["zone_mae"], 3) for _, test in folds]
-    return {"zone_mae": round(metrics["zone_mae"], 4), "global_mae": round(metrics["global_mae"], 3),
-            "zone_accuracy": round(metrics["zone_accuracy"], 3), "fold_zone_mae": per_fold, "chosen_C": chosen}
+    summary = {"zone_mae": round(metrics["zone_mae"], 4), "global_mae": round(metrics["global_mae"], 3),
+               "zone_accuracy": round(metrics["zone_accuracy"], 3), "fold_zone_mae": per_fold, "chosen_C": chosen}
+    return summary, out, out_tta
 
 
 def main(argv=None) -> int:
@@ -116,8 +125,15 @@ def main(argv=None) -> int:
     result = {"n_images": len(items), "cache": json.loads((args.cache / "cache.json").read_text()),
               "features": "per scale mean and max of the lung-weighted aligned zone crops, and the zone's lung fraction",
               "model": "StandardScaler + multinomial LogisticRegression, C chosen per fold from %s by 4-fold grouped search" % (C_GRID,)}
+    fold_of = np.zeros(len(items), int)
+    for k, (_, test) in enumerate(folds):
+        fold_of[test] = k
     for grouping in GROUPINGS:
-        result[grouping] = nested_cross_validation(features, scores, groups, folds, grouping)
+        result[grouping], probabilities, probabilities_tta = nested_cross_validation(features, scores, groups, folds, grouping)
+        tta = brixia_metrics(probabilities_tta, scores)
+        result[grouping]["tta"] = {"zone_mae": round(tta["zone_mae"], 4), "global_mae": round(tta["global_mae"], 3)}
+        rows = prediction_rows(items, fold_of.tolist(), probabilities, probabilities_tta)
+        (args.out.parent / f"cv_probe_{grouping}_predictions.json").write_text(json.dumps(rows))
         print(grouping, result[grouping], flush=True)
     args.out.write_text(json.dumps(result, indent=1))
     return 0
