@@ -4,7 +4,8 @@ Reads the out-of-fold predictions that ``train_recipe.py cv:VARIANT`` leaves in 
 (``cv_<variant>_predictions.json``, also in its sub-folders of side experiments) and compares each with
 a baseline run on the same images: the difference of zone MAE and global MAE, with a 95% interval from
 a paired bootstrap over patients (:func:`monai_bsnet.cross_validation.compare_predictions`), and the
-number of folds in which it is lower. Writes the comparison as JSON and prints a Markdown table.
+number of folds in which it is lower; rows "+ TTA" compare both runs with test-time mirroring. Writes
+the comparison as JSON and prints a Markdown table.
 
     python bundle/scripts/compare_recipes.py --logs bundle/logs --baseline cv_head --out bundle/logs/recipe_comparison.json
 
