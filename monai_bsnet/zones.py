@@ -86,7 +86,7 @@ def median_scores(probabilities):
     with the least expected absolute error, and the Brixia score is judged by absolute errors (zone
     and global MAE); the most probable score (arg-max) minimises the 0-1 error instead and, from a
     spread-out distribution, jumps to an extreme. On the cross-validated out-of-fold probabilities of
-    the shipped recipe the median lowered zone MAE from 0.85 to 0.71 (see the model card).
+    the shipped recipe the median lowered zone MAE from 0.85 to 0.71 (``bundle/docs/experiments.md``).
 
     Args:
         probabilities: score probabilities (..., 4), a numpy array or a torch tensor (not logits:

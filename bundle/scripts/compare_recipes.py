@@ -45,8 +45,9 @@ def main(argv=None) -> int:
     for name, path in found.items():
         if name == args.baseline:
             continue
+        candidate = json.loads(path.read_text())
         for key, label in (("probabilities", name), ("probabilities_tta", f"{name} + TTA")):
-            results[label] = compare_predictions(baseline, json.loads(path.read_text()), key=key, n_resamples=args.resamples)
+            results[label] = compare_predictions(baseline, candidate, key=key, n_resamples=args.resamples)
     print(f"| run | zone MAE | difference to {args.baseline} (95% interval) | folds lower | global MAE | difference (95% interval) |")
     print("|---|---|---|---|---|---|")
     for label, r in results.items():

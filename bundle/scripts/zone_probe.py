@@ -1,7 +1,7 @@
 """Linear probes of the frozen stages' zone features: does a scoring model learn more from one zone
 classifier shared by the six zones than from one classifier per zone?
 
-This is the experiment behind the ``head_shared`` recipe (``bundle/docs/README.md``). It reads the
+This is the experiment behind the ``head_shared`` recipe (``bundle/docs/experiments.md``). It reads the
 frozen-stage cache that ``train_recipe.py --schedule cpu_cached`` builds (``WORK/frozen_stages``), pools
 each zone crop of each scale the way the scoring head sees it (lung-weighted, aligned, cropped:
 :meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops`) into its mean and maximum per

@@ -121,7 +121,7 @@ class ZoneScoringHead(nn.Module):
         shared_classifier: one classifier, its weights shared by the six zones, instead of one per zone
             (the authors' choice). It learns from six zone crops per image instead of one: that helped a
             linear probe of the zone features on the 138 public images, while for this head the
-            cross-validated gain stayed within the noise (``bundle/docs/README.md``). It is applied to the
+            cross-validated gain stayed within the noise (``bundle/docs/experiments.md``). It is applied to the
             six crops as one batch, so that its batch-norm statistics are those of all zones in training as at
             inference. The weights keep the six-classifier layout (six equal copies), so a head trained
             shared loads into the default head and scores the same.
