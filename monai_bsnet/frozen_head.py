@@ -180,17 +180,26 @@ class FrozenStageCache:
             os.replace(partial, self.path(item))
             logger.info("cached %s (%d/%d, %.0f s)", Path(item["image"]).name, n, len(todo), time.perf_counter() - start)
 
-    def load(self, items: Sequence[Mapping[str, Any]]) -> FrozenOutputs:
-        """The cached outputs of ``items``, in their order (build them first)."""
-        if not items:
-            raise ValueError("no items to load")
+    def require(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Raise :class:`FileNotFoundError` unless every item is cached."""
         missing = [str(item["image"]) for item in items if not self.path(item).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} images are not cached in {self.folder} (first: {missing[0]}): build first")
 
+    def outputs_of(self, item: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One built item's cached outputs: its features (each (V, C_k, h_k, w_k)), theta and aligned lung map."""
+        record = torch.load(self.path(item), weights_only=True)
+        return record["features"], record["theta"], record["aligned_lung"]
+
+    def load(self, items: Sequence[Mapping[str, Any]]) -> FrozenOutputs:
+        """The cached outputs of ``items``, in their order (build them first)."""
+        if not items:
+            raise ValueError("no items to load")
+        self.require(items)
+
         def parts(item: Mapping[str, Any]) -> list[torch.Tensor]:
-            record = torch.load(self.path(item), weights_only=True)
-            return [*record["features"], record["theta"], record["aligned_lung"]]
+            features, theta, aligned_lung = self.outputs_of(item)
+            return [*features, theta, aligned_lung]
 
         # filled in place, one file at a time: the peak memory is the cache's size, not twice it
         first = parts(items[0])

@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, run, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from monai_bsnet.networks import BSNet, BSNetZoneProbabilities
+from monai_bsnet.networks import BSNet, BSNetZoneProbabilities, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -26,10 +26,11 @@ INFERENCE = str(CONFIGS / "inference.json")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """Untrained weights with a fixed seed: the tests check the plumbing, not the accuracy."""
+    """Untrained weights with a fixed seed, of the shipped model's architecture (``inference.json``'s
+    ``network_def``): the tests check the plumbing, not the accuracy."""
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(BSNet().state_dict(), path)
+    torch.save(BSNet(zone_classifier="pooled_linear").state_dict(), path)
     return path
 
 
@@ -63,8 +64,7 @@ def test_export_to_torchscript_gives_the_same_probabilities(checkpoint, tmp_path
     exported = tmp_path / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(checkpoint), meta_file=META, config_file=INFERENCE)
     scripted = torch.jit.load(str(exported))
-    eager = BSNetZoneProbabilities()
-    eager.load_state_dict(torch.load(checkpoint, weights_only=True))
+    eager = load_weights(BSNetZoneProbabilities(), checkpoint)
     image = torch.rand(2, 1, 512, 512)
     with torch.no_grad():
         assert torch.allclose(scripted(image), eager.eval()(image), atol=1e-5)

@@ -204,17 +204,6 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
         assert {(r["filename"], r["fold"]) for r in rows} == {(r["filename"], r["fold"]) for r in head_rows}  # the same folds
 
 
-def test_the_zone_probe_samples_carry_the_scores_of_their_copy():
-    sys.path.insert(0, str(REPO / "bundle" / "scripts"))
-    from zone_probe import samples
-
-    features = np.arange(2 * 2 * 6, dtype=float).reshape(2, 2, 6, 1)  # images x copies (plain, mirrored) x zones
-    scores = np.array([SCORES[0], SCORES[1]])
-    x, y = samples(features, scores, [1], [0, 1], [0, 3])  # zones A and D of image 1, plain then mirrored
-    assert x[:, 0].tolist() == [12, 15, 18, 21]  # image 1 starts at 1 * 2 copies * 6 zones
-    assert y.tolist() == [SCORES[1][0], SCORES[1][3], SCORES[1][3], SCORES[1][0]]  # the mirror swaps A and D
-
-
 def test_recipe_extras_override_train_json(tmp_path, items, network):
     """``extra`` reaches the config the head is trained with: a zero learning rate leaves its weights."""
     cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)

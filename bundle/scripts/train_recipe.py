@@ -9,6 +9,7 @@ resumes from its last epoch checkpoint when started again):
                       frozen (its features, and so what the scoring stage reads of them, stay as they
                       are); alignment.pt then holds the new decoder (the one before is kept aside)
     cv:VARIANT        patient-grouped 5-fold cross-validation of one scoring recipe on brixia-public/
+                      (``pooled``: the pooled linear zone classifier, fitted on cached frozen-stage outputs)
     final:VARIANT     the shipped model: that recipe on all 138 images ("auto": the best cross-validated)
     cohen             Cohen et al.'s extent/opacity mapping fitted on the out-of-fold probabilities
     evaluate_final    the shipped model against both raters, training and inner-validation images apart
@@ -16,7 +17,7 @@ resumes from its last epoch checkpoint when started again):
     export            model.pt stored in half precision (model_half.pt), and what that changes
 
     python bundle/scripts/train_recipe.py --data DATA --work WORK --logs bundle/logs \\
-        --schedule gpu segmentation alignment cv:head cv:head_flip final:auto cohen export
+        --schedule gpu segmentation alignment cv:head cv:pooled final:auto cohen evaluate_final export
 
 ``DATA`` holds ``lungseg/`` and ``brixia-public/`` as ``bsnet prepare-data`` builds them (or the
 team's ``../shared/data``). ``--schedule cpu`` keeps the GPU recipe but with the data loading a
@@ -58,6 +59,11 @@ SCHEDULES = {
     "smoke_cached": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0,
                      "cached_draws": 1, "decoder_epochs": 1},
 }
+
+
+#: The recipe fitted rather than trained: the pooled linear zone classifier (``monai_bsnet.pooled_head``),
+#: a logistic regression on the frozen stages' cached outputs, whatever the schedule.
+POOLED = "pooled"
 
 
 def step_segmentation(args, sched, models: Path) -> dict:
@@ -197,13 +203,19 @@ def frozen_stage_cache(args, sched, models: Path):
     from monai_bsnet.networks import BSNet, load_weights
 
     ckpt = models / "alignment.pt"
-    return FrozenStageCache(load_weights(BSNet(), ckpt), args.work / "frozen_stages", sched["cached_draws"], sched["image_size"],
+    return FrozenStageCache(load_weights(BSNet(), ckpt), args.work / "frozen_stages", sched.get("cached_draws", 2), sched["image_size"],
                             device=args.device, weights_id=hashlib.sha256(ckpt.read_bytes()).hexdigest())
 
 
 def step_cv(args, sched, models: Path, variant: str) -> dict:
-    recipe = recipe_for(variant, sched)
     work = args.work / f"cv_{variant}"
+    if variant == POOLED:
+        from monai_bsnet.pooled_head import cross_validate_pooled_head
+
+        summary = cross_validate_pooled_head(brixia(args), frozen_stage_cache(args, sched, models), work, args.folds)
+        shutil.copy(work / "predictions.json", args.logs / f"cv_{variant}_predictions.json")
+        return summary
+    recipe = recipe_for(variant, sched)
     if "cached_draws" in sched:
         from monai_bsnet.frozen_head import cross_validate_head
 
@@ -219,6 +231,13 @@ def step_cv(args, sched, models: Path, variant: str) -> dict:
 def step_final(args, sched, models: Path, variant: str) -> dict:
     if variant == "auto":
         variant = best_variant(args.logs)
+    if variant == POOLED:
+        from monai_bsnet.pooled_head import fit_final_pooled_head
+
+        cache = frozen_stage_cache(args, sched, models)
+        log = fit_final_pooled_head(brixia(args), cache)
+        torch.save(cache.bsnet.state_dict(), models / "model.pt")
+        return {"variant": variant, "recipe": {"zone_classifier": "pooled_linear"}, "training": log}
     recipe = recipe_for(variant, sched)
     if "cached_draws" in sched:
         from monai_bsnet.frozen_head import train_final_head
@@ -278,17 +297,23 @@ def step_evaluate_final(args, sched, models: Path) -> dict:
     from monai_bsnet.training import train_val_split
 
     items = brixia(args)
-    _, val = train_val_split(items, 0.2, 0)  # as train_scoring splits them
-    val_names = {item["filename"] for item in val}
     network = load_weights(BSNet(), models / "model.pt")
     paths = [item["image"] for item in items]
-    folds = [int(item["filename"] in val_names) for item in items]
+    fitted_on_all = json.loads((args.logs / "final.json").read_text())["variant"] == POOLED
+    if fitted_on_all:  # no inner validation split: cross-validation within the 138 images chose its L2 strength
+        folds = [0] * len(items)
+        result = {"note": "fold 0 = training images: the pooled head was fitted on all of them"}
+    else:
+        _, val = train_val_split(items, 0.2, 0)  # as train_scoring splits them
+        val_names = {item["filename"] for item in val}
+        folds = [int(item["filename"] in val_names) for item in items]
+        result = {"note": "fold 0 = training images, fold 1 = inner validation images (chose the checkpoint)"}
     predictions = prediction_rows(items, folds, *predict_zone_probabilities(network, paths, args.device, spatial_size=sched["image_size"]))
     (args.logs / "final_predictions.json").write_text(json.dumps(predictions))
-    result = {"note": "fold 0 = training images, fold 1 = inner validation images (chose the checkpoint)"}
     for name, subset in (("all", predictions), ("training", [p for p in predictions if p["fold"] == 0]),
                          ("inner_validation", [p for p in predictions if p["fold"] == 1])):
-        result[name] = summarise_predictions(subset)
+        if subset:
+            result[name] = summarise_predictions(subset)
     return result
 
 

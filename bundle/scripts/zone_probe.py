@@ -1,16 +1,17 @@
 """Linear probes of the frozen stages' zone features: does a scoring model learn more from one zone
 classifier shared by the six zones than from one classifier per zone?
 
-This is the experiment behind the ``head_shared`` recipe (``bundle/docs/experiments.md``). It reads the
-frozen-stage cache that ``train_recipe.py --schedule cpu_cached`` builds (``WORK/frozen_stages``), pools
-each zone crop of each scale the way the scoring head sees it (lung-weighted, aligned, cropped:
-:meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops`) into its mean and maximum per
-channel (1920 numbers per zone, plus the zone's lung fraction), and fits L2-regularised multinomial
-logistic regressions (scikit-learn) on the six cached copies of each training image. It reports the
-patient-grouped 5-fold cross-validation of ``cv:VARIANT`` (same folds), with the regularisation chosen
-inside each training fold by a 4-fold grouped search, for three ways of sharing the model:
+This is the experiment behind the pooled linear zone classifier (``monai_bsnet.pooled_head``, recipe
+``pooled``; ``bundle/docs/experiments.md``). It reads the frozen-stage cache that ``train_recipe.py
+--schedule cpu_cached`` builds (``WORK/frozen_stages``), pools each zone crop of each scale the way the
+pooled head does (:func:`~monai_bsnet.pooled_head.pooled_zone_features`: mean and maximum per channel of
+the lung-weighted, aligned zone crops, 1920 numbers per zone) and fits the same L2-regularised
+multinomial logistic regressions (:func:`~monai_bsnet.pooled_head.fit_zone_regression`) on the six
+cached copies of each training image. It reports the patient-grouped 5-fold cross-validation (the folds
+of every ``cv:`` step), with the regularisation chosen inside each training fold by a 4-fold grouped
+search, for three ways of sharing the model:
 
-    shared     one model for all six zones (zone crops of every zone are its samples)
+    shared     one model for all six zones (zone crops of every zone are its samples): ``cv:pooled``
     per_level  one model per height (A and D, B and E, C and F)
     per_zone   one model per zone, as the BS-Net head has one classifier per zone
 
@@ -30,48 +31,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.dummy import DummyClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from monai_bsnet.cross_validation import patient_folds, prediction_rows
 from monai_bsnet.data import brixia_public_datalist
+from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.networks.scoring import ZoneScoringHead, pool_zones
+from monai_bsnet.networks import BSNet
+from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, pooled_zone_features, zone_samples
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 GROUPINGS = {"shared": [list(range(NUM_ZONES))], "per_level": [[0, 3], [1, 4], [2, 5]], "per_zone": [[z] for z in range(NUM_ZONES)]}
-C_GRID = (0.001, 0.003, 0.01)
-
-
-@torch.inference_mode()
-def pooled_zone_features(cache: Path, items: list[dict]) -> np.ndarray:
-    """(N images, V copies, 6 zones, 1921): per scale the mean and maximum of each zone crop, then the
-    zone's lung fraction."""
-    head = ZoneScoringHead().eval()
-    pooled = []
-    for item in items:
-        record = torch.load(cache / f"{Path(item['image']).name}.pt", weights_only=True)
-        crops = head.zone_crops(record["features"], record["theta"], record["aligned_lung"])
-        lung = pool_zones(record["aligned_lung"], head.boxes, [32, 32]).mean(dim=(-3, -2, -1))
-        features = torch.cat([c.mean(dim=(-2, -1)) for c in crops] + [c.amax(dim=(-2, -1)) for c in crops] + [lung[:, None]], 1)
-        pooled.append(features.view(record["theta"].shape[0], NUM_ZONES, -1).numpy())
-    return np.stack(pooled)
-
-
-def samples(features: np.ndarray, scores: np.ndarray, images, copies, zones) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (image, copy, zone) of ``zones``, with the copy's scores (swapped on mirrored copies)."""
-    x, y = [], []
-    for n in images:
-        for v in copies:
-            target = swap_zone_sides(scores[n]) if v % 2 else scores[n]  # odd copies of the cache are mirrored
-            x.append(features[n, v, zones])
-            y.append(target[zones])
-    return np.concatenate(x), np.concatenate(y)
 
 
 def fit_predict(features, scores, train, test, grouping: str, c: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,10 +51,9 @@ def fit_predict(features, scores, train, test, grouping: str, c: float) -> tuple
     with the mirrored copy's, zones swapped back (test-time augmentation, as the trained heads')."""
     probabilities = np.zeros((2, len(test), NUM_ZONES, NUM_SCORES))  # plain, mirrored
     for zones in GROUPINGS[grouping]:
-        x, y = samples(features, scores, train, range(features.shape[1]), zones)
+        x, y = zone_samples(features, scores, train, range(features.shape[1]), zones)
         # a zone whose training images all share one score (tiny data) gets that score
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000) if len(np.unique(y)) > 1 else DummyClassifier())
-        model.fit(x, y)
+        model = fit_zone_regression(x, y, c) if len(np.unique(y)) > 1 else DummyClassifier().fit(x, y)
         for z in zones:
             for copy in (0, 1):  # copy 1 of the cache is the plain image mirrored
                 probabilities[copy][:, z, model.classes_] = model.predict_proba(features[test, copy, z])
@@ -117,13 +88,16 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
+    settings = json.loads((args.cache / "cache.json").read_text())
     scores = np.array([item["label"] for item in items])
     groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
     row = {item["image"]: i for i, item in enumerate(items)}
     folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items, args.folds)]
-    features = pooled_zone_features(args.cache, items)
-    result = {"n_images": len(items), "cache": json.loads((args.cache / "cache.json").read_text()),
-              "features": "per scale mean and max of the lung-weighted aligned zone crops, and the zone's lung fraction",
+    # the cache was built by train_recipe.py: its network is not run here, only its head's settings are read
+    cache = FrozenStageCache(BSNet(), args.cache, **{k: v for k, v in settings.items() if k != "weights"}, weights_id=settings["weights"])
+    features = pooled_zone_features(cache, items)
+    result = {"n_images": len(items), "cache": settings,
+              "features": "per scale mean and max of the lung-weighted aligned zone crops (monai_bsnet.pooled_head)",
               "model": "StandardScaler + multinomial LogisticRegression, C chosen per fold from %s by 4-fold grouped search" % (C_GRID,)}
     fold_of = np.zeros(len(items), int)
     for k, (_, test) in enumerate(folds):

@@ -63,6 +63,10 @@ class BSNet(nn.Module):
             None keeps each scale's full feature size, as the authors did.
         shared_zone_classifier: train one zone classifier for all six zones (see
             :class:`~monai_bsnet.networks.scoring.ZoneScoringHead`); the weights load either way.
+        zone_classifier: ``"bsnet"`` (the authors' pyramid and convolutional zone classifiers) or
+            ``"pooled_linear"`` (pooled zone crops and one linear map, the shipped model's form; see
+            :class:`~monai_bsnet.networks.scoring.ZoneScoringHead`). :func:`~monai_bsnet.networks.load_weights`
+            switches it to the form the checkpoint holds.
 
     The input's height and width must be multiples of 32 (the ResNet stride); 512 x 512 is the
     reference size.
@@ -83,6 +87,7 @@ class BSNet(nn.Module):
         classifier_depth: int = 3,
         zone_size: Sequence[int] | None = None,
         shared_zone_classifier: bool = False,
+        zone_classifier: str = "bsnet",
     ) -> None:
         super().__init__()
         self.encoder = ResNet18Encoder(in_channels)
@@ -91,7 +96,7 @@ class BSNet(nn.Module):
         self.alignment = LungAlignmentNet(mask_size=alignment_mask_size)
         self.scoring = ZoneScoringHead(
             encoder_channels[1:], hard_attention, pyramid_features, classifier_width, classifier_depth, zone_size,
-            shared_zone_classifier,
+            shared_zone_classifier, zone_classifier,
         )
         self.frozen: set[str] = set()
 

@@ -1,4 +1,5 @@
-"""The scoring stage of BS-Net: zone pooling, a feature pyramid and one classifier per Brixia zone."""
+"""The scoring stage of BS-Net: zone pooling, a feature pyramid and one classifier per Brixia zone
+(or, instead of the pyramid and the classifiers, one pooled linear zone classifier)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from torchvision.ops import roi_align
 from monai_bsnet.networks.alignment import warp
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, ZONE_BOXES, ZoneBox
 
-__all__ = ["zone_boxes", "pool_zones", "ZonePyramid", "ZoneClassifier", "ZoneScoringHead"]
+__all__ = [
+    "ZONE_CLASSIFIERS",
+    "zone_boxes",
+    "pool_zones",
+    "ZonePyramid",
+    "ZoneClassifier",
+    "ZonePooling",
+    "LinearZoneClassifier",
+    "ZoneScoringHead",
+]
+
+#: The forms of the zone classifier: the authors' convolutional one, and the pooled linear one.
+ZONE_CLASSIFIERS = ("bsnet", "pooled_linear")
 
 
 def zone_boxes(boxes: Sequence[ZoneBox] = ZONE_BOXES) -> torch.Tensor:
@@ -107,6 +120,43 @@ class ZoneClassifier(nn.Module):
         return self.blocks(x).mean(dim=(-2, -1))
 
 
+class ZonePooling(nn.Module):
+    """Global average and maximum pooling of every scale's zone crops, concatenated.
+
+    It takes the place of :class:`ZonePyramid` in the pooled linear zone classifier: crops
+    ``(N, C_k, h_k, w_k)`` of each scale become one vector ``(N, 2 * sum(C_k))``: the means of every
+    scale, then the maxima (1920 numbers for ResNet-18's stages 64, 128, 256, 512). It has no weights.
+    """
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        means = [f.mean(dim=(-2, -1)) for f in features]
+        maxima = [f.amax(dim=(-2, -1)) for f in features]
+        return torch.cat(means + maxima, dim=1)
+
+
+class LinearZoneClassifier(nn.Module):
+    """Standardised features, then one linear map to the score logits: a multinomial logistic regression.
+
+    The standardisation (``feature_mean``, ``feature_scale``) is part of the module, so that a
+    regression fitted by scikit-learn on standardised features (``monai_bsnet.pooled_head``) is
+    stored, loaded and run as a network layer.
+
+    Args:
+        in_features: length of the pooled zone vector.
+        num_classes: score classes (4: Brixia 0..3).
+    """
+
+    def __init__(self, in_features: int, num_classes: int = NUM_SCORES) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_scale", torch.ones(in_features))
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits (N, num_classes) of pooled zone vectors (N, in_features)."""
+        return self.linear((x - self.feature_mean) / self.feature_scale)
+
+
 class ZoneScoringHead(nn.Module):
     """The whole scoring stage: align the encoder features, pool the zones, merge the scales, classify.
 
@@ -118,14 +168,23 @@ class ZoneScoringHead(nn.Module):
         classifier_depth: hidden blocks of the zone classifiers.
         zone_size: (h, w) of the zone crops at the finest scale, halved at each coarser scale; None
             keeps each scale's full feature size (the authors' choice).
-        shared_classifier: one classifier, its weights shared by the six zones, instead of one per zone
-            (the authors' choice). It learns from six zone crops per image instead of one: that helped a
-            linear probe of the zone features on the 138 public images, while for this head the
-            cross-validated gain stayed within the noise (``bundle/docs/experiments.md``). It is applied to the
-            six crops as one batch, so that its batch-norm statistics are those of all zones in training as at
-            inference. The weights keep the six-classifier layout (six equal copies), so a head trained
-            shared loads into the default head and scores the same.
+        shared_classifier: for the ``bsnet`` form, one classifier, its weights shared by the six zones,
+            instead of one per zone (the authors' choice). It learns from six zone crops per image instead of
+            one: that helped a linear probe of the zone features on the 138 public images, while for this head
+            the cross-validated gain stayed within the noise (``bundle/docs/experiments.md``). It is applied
+            to the six crops as one batch, so that its batch-norm statistics are those of all zones in
+            training as at inference. The weights keep the six-classifier layout (six equal copies), so a head
+            trained shared loads into the default head and scores the same.
+        zone_classifier: ``"bsnet"``, the authors' form (a feature pyramid merges the scales, then
+            convolutional classifiers), or ``"pooled_linear"``: each zone crop of each scale pooled into
+            its mean and maximum per channel (:class:`ZonePooling`), then one linear map shared by the six
+            zones (:class:`LinearZoneClassifier`), fitted as an L2-regularised logistic regression
+            (``monai_bsnet.pooled_head``). On the 138 public images the second form cross-validated
+            better than every trained ``bsnet`` head (``bundle/docs/experiments.md``); it is what the
+            shipped model uses. Its weights keep the same six-classifier layout (six equal copies).
     """
+
+    __jit_ignored_attributes__ = ["settings"]
 
     def __init__(
         self,
@@ -136,21 +195,40 @@ class ZoneScoringHead(nn.Module):
         classifier_depth: int = 3,
         zone_size: Sequence[int] | None = None,
         shared_classifier: bool = False,
+        zone_classifier: str = "bsnet",
     ) -> None:
         super().__init__()
-        self.pyramid = ZonePyramid(in_channels, feature_size=pyramid_features)
-        if shared_classifier:
-            shared = ZoneClassifier(self.pyramid.out_channels, classifier_width, classifier_depth)
-            self.classifiers = nn.ModuleList([shared] * NUM_ZONES)
+        if zone_classifier not in ZONE_CLASSIFIERS:
+            raise ValueError(f"unknown zone classifier {zone_classifier!r}, expected one of {ZONE_CLASSIFIERS}")
+        # what with_zone_classifier() needs to build the same head with the other classifier (left out of
+        # TorchScript by __jit_ignored_attributes__)
+        self.settings = {"in_channels": tuple(in_channels), "hard_attention": hard_attention, "pyramid_features": pyramid_features,
+                         "classifier_width": classifier_width, "classifier_depth": classifier_depth, "zone_size": zone_size,
+                         "shared_classifier": shared_classifier}
+        self.zone_classifier = zone_classifier
+        if zone_classifier == "pooled_linear":
+            # the pooling stands where the pyramid merges the scales; one linear map serves the six zones
+            self.pyramid: nn.Module = ZonePooling()
+            shared_classifier = True
+            self.classifiers = nn.ModuleList([LinearZoneClassifier(2 * sum(in_channels))] * NUM_ZONES)
         else:
-            self.classifiers = nn.ModuleList(
-                ZoneClassifier(self.pyramid.out_channels, classifier_width, classifier_depth) for _ in range(NUM_ZONES)
-            )
+            self.pyramid = ZonePyramid(in_channels, feature_size=pyramid_features)
+            width = self.pyramid.out_channels
+            if shared_classifier:
+                self.classifiers = nn.ModuleList([ZoneClassifier(width, classifier_width, classifier_depth)] * NUM_ZONES)
+            else:
+                self.classifiers = nn.ModuleList(ZoneClassifier(width, classifier_width, classifier_depth) for _ in range(NUM_ZONES))
         self.shared_classifier = shared_classifier
         self.hard_attention = hard_attention
         # [0, 0] stands for None (TorchScript cannot type an empty list attribute)
         self.zone_size = [0, 0] if zone_size is None else [int(s) for s in zone_size]
         self.register_buffer("boxes", zone_boxes(), persistent=False)
+
+    def with_zone_classifier(self, zone_classifier: str) -> ZoneScoringHead:
+        """A new head (new weights) with the same settings but the given zone classifier form, on this
+        head's device."""
+        settings = dict(self.settings, zone_classifier=zone_classifier)
+        return ZoneScoringHead(**settings).to(self.boxes.device)
 
     def forward(self, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> torch.Tensor:
         """Zone logits (B, 6, 4) in the order A..F.

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["load_weights", "state_dict_from_checkpoint"]
+from monai_bsnet.networks.bsnet import BSNet
+
+__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of"]
 
 
 def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -37,9 +39,30 @@ def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) 
     return out
 
 
+def zone_classifier_of(state: dict[str, torch.Tensor]) -> str | None:
+    """The zone classifier form a BS-Net state dict holds (``"bsnet"`` or ``"pooled_linear"``), None
+    when it holds no scoring stage."""
+    if "scoring.classifiers.0.linear.weight" in state:
+        return "pooled_linear"
+    if any(name.startswith("scoring.") for name in state):
+        return "bsnet"
+    return None
+
+
 def load_weights(network: nn.Module, path: str | os.PathLike, key: str | None = None, strict: bool = True) -> nn.Module:
-    """Load a checkpoint into ``network`` (see :func:`state_dict_from_checkpoint`); returns the network."""
+    """Load a checkpoint into ``network`` (see :func:`state_dict_from_checkpoint`); returns the network.
+
+    The checkpoint decides the form of the zone classifier: a BS-Net built with the authors' head
+    receives the pooled linear one when the checkpoint holds it (the shipped model), and the other
+    way round, so that every ``load_weights(BSNet(), path)`` runs what was trained. Frozen stages stay
+    frozen.
+    """
     target = getattr(network, "bsnet", network)  # a stage view holds the BS-Net
     target = getattr(target, "module", target)  # DistributedDataParallel
-    target.load_state_dict(state_dict_from_checkpoint(path, key), strict=strict)
+    state = state_dict_from_checkpoint(path, key)
+    form = zone_classifier_of(state)
+    if isinstance(target, BSNet) and form is not None and form != target.scoring.zone_classifier:
+        target.scoring = target.scoring.with_zone_classifier(form)
+        target.freeze(list(target.frozen))
+    target.load_state_dict(state, strict=strict)
     return network

@@ -1,0 +1,222 @@
+"""The pooled linear zone classifier, fitted as a logistic regression on the frozen stages' outputs.
+
+In the ``pooled_linear`` head (:class:`~monai_bsnet.networks.scoring.ZoneScoringHead`) each zone crop of
+each scale is pooled into its mean and maximum per channel (1920 numbers) and one linear map, shared by
+the six zones, gives the four score logits. That is a multinomial logistic regression, so it is fitted
+as one (scikit-learn, L-BFGS, L2 penalty) rather than trained by gradient descent: the fit is convex,
+takes seconds on a CPU once the frozen stages' outputs are cached (:class:`~monai_bsnet.frozen_head.
+FrozenStageCache`), and its one setting, the L2 strength, is chosen by a patient-grouped inner
+cross-validation instead of by an epoch on 20-30 validation images.
+
+Every cached copy of a training image is a sample of each of its six zones (mirrored copies with the
+zone scores of the two sides swapped), so the regression learns from 6 x 6 zone crops per image where
+a per-zone classifier learns from 6. Why this form: ``bundle/docs/experiments.md`` ("one classifier
+for the six zones"): on the 138 public images it cross-validated better than every trained BS-Net head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from monai_bsnet.cross_validation import patient_folds, prediction_rows, summarise_predictions
+from monai_bsnet.frozen_head import FrozenStageCache
+from monai_bsnet.metrics import METRICS
+from monai_bsnet.networks.scoring import LinearZoneClassifier, ZoneScoringHead
+from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
+
+__all__ = [
+    "C_GRID",
+    "pooled_zone_features",
+    "zone_samples",
+    "fit_zone_regression",
+    "regression_to_classifier",
+    "choose_regularisation",
+    "PooledZoneModel",
+    "cross_validate_pooled_head",
+    "fit_final_pooled_head",
+]
+
+#: Inverse L2 strengths searched (scikit-learn's ``C``); every fold of the 138 public images chose within it.
+C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01)
+
+#: Logit of a score class no training zone had: the regression cannot give it any probability.
+ABSENT_CLASS_LOGIT = -30.0
+
+logger = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def pooled_zone_features(cache: FrozenStageCache, items: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The pooled zone vectors of every cached copy: (N images, V copies, 6 zones, 1920), float32.
+
+    Computed by the ``pooled_linear`` head's own layers (the crops of
+    :meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops` with ``cache.bsnet``'s settings,
+    then :class:`~monai_bsnet.networks.scoring.ZonePooling`), one cached file at a time. Every item must
+    be cached already (:meth:`~monai_bsnet.frozen_head.FrozenStageCache.build`).
+    """
+    cache.require(items)
+    head = cache.bsnet.scoring.with_zone_classifier("pooled_linear").cpu().eval()
+    pooled = []
+    for item in items:
+        features, theta, aligned_lung = cache.outputs_of(item)
+        vectors = head.pyramid(head.zone_crops(features, theta, aligned_lung))
+        pooled.append(vectors.view(theta.shape[0], NUM_ZONES, -1).numpy())
+    return np.stack(pooled)
+
+
+def zone_samples(
+    features: np.ndarray, scores: np.ndarray, images: Sequence[int], copies: Sequence[int], zones: Sequence[int] = range(NUM_ZONES)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regression samples: one row per (image, copy, zone of ``zones``), with that zone's score.
+
+    Odd copies of the cache are mirrored images, whose zones hold the other side's score.
+    """
+    zones = list(zones)
+    x, y = [], []
+    for n in images:
+        for v in copies:
+            x.append(features[n, v, zones])
+            y.append((swap_zone_sides(scores[n]) if v % 2 else scores[n])[zones])
+    return np.concatenate(x), np.concatenate(y)
+
+
+def fit_zone_regression(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:
+    """Standardisation, then a multinomial logistic regression with inverse L2 strength ``c``."""
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"every training zone has score {int(y[0])}: a score classifier needs at least two scores")
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+
+
+def regression_to_classifier(regression: Pipeline) -> LinearZoneClassifier:
+    """The fitted regression as the network layer that computes the same logits (up to a constant per
+    row, which the softmax ignores); score classes absent from its training data get no probability."""
+    scaler, model = regression[0], regression[-1]
+    classifier = LinearZoneClassifier(scaler.mean_.shape[0])
+    weight = np.zeros((NUM_SCORES, scaler.mean_.shape[0]))
+    bias = np.full(NUM_SCORES, ABSENT_CLASS_LOGIT)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # scikit-learn stores a binary regression as one row: class 1 against class 0
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    weight[model.classes_], bias[model.classes_] = coef, intercept
+    with torch.no_grad():
+        classifier.feature_mean.copy_(torch.as_tensor(scaler.mean_))
+        classifier.feature_scale.copy_(torch.as_tensor(scaler.scale_))
+        classifier.linear.weight.copy_(torch.as_tensor(weight))
+        classifier.linear.bias.copy_(torch.as_tensor(bias))
+    return classifier
+
+
+class PooledZoneModel:
+    """A fitted regression and what it gives for cached images: plain and test-time-mirrored probabilities."""
+
+    def __init__(self, regression: Pipeline) -> None:
+        self.regression = regression
+
+    def zone_probabilities(self, features: np.ndarray, images: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 6, 4) probabilities of copy 0 (the plain image), and their average with copy 1's (the
+        mirror image, zones swapped back), as the trained heads' test-time augmentation."""
+        out = []
+        for copy in (0, 1):
+            x = features[np.asarray(images), copy].reshape(-1, features.shape[-1])
+            probabilities = np.zeros((len(x), NUM_SCORES))
+            probabilities[:, self.regression.classes_] = self.regression.predict_proba(x)
+            out.append(probabilities.reshape(len(images), NUM_ZONES, NUM_SCORES))
+        return out[0], (out[0] + swap_zone_sides(out[1])) / 2
+
+
+def choose_regularisation(
+    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float] = C_GRID, n_splits: int = 4
+) -> tuple[float, dict[float, float]]:
+    """The ``c`` of ``c_grid`` with the lowest zone MAE (median rating) in a patient-grouped
+    ``n_splits``-fold cross-validation of ``images``; and every candidate's zone MAE."""
+    images = np.asarray(images)
+    splits = list(GroupKFold(min(n_splits, len(set(groups[images])))).split(images, groups=groups[images]))
+    errors = {}
+    for c in c_grid:
+        absolute = 0.0
+        for train, test in splits:
+            regression = fit_zone_regression(*zone_samples(features, scores, images[train], range(features.shape[1])), c)
+            probabilities, _ = PooledZoneModel(regression).zone_probabilities(features, images[test])
+            absolute += METRICS["zone_mae"](probabilities, scores[images[test]]) * len(test)
+        errors[c] = round(absolute / len(images), 4)
+    return min(c_grid, key=errors.get), errors
+
+
+def _scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.array([list(item["label"]) for item in items])
+    groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
+    return scores, groups
+
+
+def _fit(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
+    start = time.perf_counter()
+    c, errors = choose_regularisation(features, scores, groups, images, c_grid)
+    regression = fit_zone_regression(*zone_samples(features, scores, images, range(features.shape[1])), c)
+    log = {"n_train": len(images), "chosen_C": c, "inner_zone_mae": {str(k): v for k, v in errors.items()}, "fit_seconds": round(time.perf_counter() - start, 1)}
+    return regression, log
+
+
+def cross_validate_pooled_head(
+    datalist: Sequence[Mapping[str, Any]],
+    cache: FrozenStageCache,
+    work_dir: str | os.PathLike,
+    n_folds: int = 5,
+    seed: int = 0,
+    c_grid: Sequence[float] = C_GRID,
+) -> dict[str, Any]:
+    """Patient-grouped cross-validation of the pooled linear head on cached outputs.
+
+    The folds are those of every other recipe (:func:`~monai_bsnet.cross_validation.patient_folds`);
+    inside each training fold the L2 strength is chosen by :func:`choose_regularisation`. Writes
+    ``work_dir/predictions.json`` and returns the summary of
+    :func:`~monai_bsnet.cross_validation.cross_validate`. The fit is deterministic: no training seed.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    items = list(datalist)
+    cache.build(items)
+    features = pooled_zone_features(cache, items)
+    scores, groups = _scores_and_groups(items)
+    row = {item["image"]: i for i, item in enumerate(items)}
+    predictions: list[dict[str, Any]] = []
+    folds_log = []
+    for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
+        regression, log = _fit(features, scores, groups, [row[i["image"]] for i in train], c_grid)
+        log.update(n_test=len(test), fold=k)
+        predictions += prediction_rows(test, k, *PooledZoneModel(regression).zone_probabilities(features, [row[i["image"]] for i in test]))
+        folds_log.append(log)
+        logger.info("fold %d: %s", k, log)
+    (work_dir / "predictions.json").write_text(json.dumps(predictions))
+    summary = summarise_predictions(predictions)
+    summary.update(recipe={"zone_classifier": "pooled_linear", "C_grid": list(c_grid)}, n_folds=n_folds, seed=seed, folds=folds_log,
+                   training="logistic regression on cached frozen-stage outputs", cache=cache.settings)
+    return summary
+
+
+def fit_final_pooled_head(datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c_grid: Sequence[float] = C_GRID) -> dict[str, Any]:
+    """Fit the pooled linear head on all of ``datalist`` (its L2 strength chosen by a patient-grouped
+    cross-validation of the same images) and put it into ``cache.bsnet``; returns the fit's log."""
+    items = list(datalist)
+    cache.build(items)
+    features = pooled_zone_features(cache, items)
+    scores, groups = _scores_and_groups(items)
+    regression, log = _fit(features, scores, groups, range(len(items)), c_grid)
+    head: ZoneScoringHead = cache.bsnet.scoring.with_zone_classifier("pooled_linear")
+    classifier = regression_to_classifier(regression).to(head.boxes.device)
+    head.classifiers = torch.nn.ModuleList([classifier] * NUM_ZONES)
+    cache.bsnet.scoring = head
+    return log

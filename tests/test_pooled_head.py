@@ -1,0 +1,158 @@
+"""The pooled linear zone classifier: the network layer, its loading, and its fit on cached outputs
+(the bundle's sample radiographs at 64 px)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+
+from monai_bsnet.cross_validation import predict_zone_probabilities, summarise_predictions
+from monai_bsnet.frozen_head import FrozenStageCache
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.networks.scoring import ZoneScoringHead
+from monai_bsnet.pooled_head import (
+    choose_regularisation,
+    cross_validate_pooled_head,
+    fit_final_pooled_head,
+    fit_zone_regression,
+    pooled_zone_features,
+    regression_to_classifier,
+    zone_samples,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+SCORES = ([0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1], [1, 0, 0, 2, 3, 3])
+
+
+@pytest.fixture
+def items(sample_images):
+    """The three sample radiographs, twice each under other patient ids (six images, six patients)."""
+    return [
+        {"image": str(path), "filename": f"{k}_{path.name}", "label": scores, "label_senior": scores,
+         "label_junior": scores, "patient_id": f"p{k}{i}"}
+        for k in range(2) for i, (path, scores) in enumerate(zip(sample_images, SCORES))
+    ]
+
+
+@pytest.fixture
+def network():
+    torch.manual_seed(0)
+    return BSNet().eval()
+
+
+@pytest.mark.parametrize("n_classes", [4, 3, 2])
+def test_the_fitted_regression_and_its_network_layer_give_the_same_probabilities(n_classes):
+    x, y = make_classification(300, 20, n_informative=6, n_classes=n_classes, random_state=0)
+    y = np.array([0, 1, 3, 2])[y]  # with 3 or 2 classes, score 2 (and 3) never occur
+    regression = fit_zone_regression(x, y, 0.1)
+    layer = regression_to_classifier(regression)
+    expected = np.zeros((len(x), 4))
+    expected[:, regression.classes_] = regression.predict_proba(x)
+    got = torch.softmax(layer(torch.as_tensor(x, dtype=torch.float32)), -1).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got[:, np.setdiff1d(range(4), regression.classes_)].max(initial=0) < 1e-10
+
+
+def test_the_regression_samples_carry_the_scores_of_their_copy():
+    features = np.arange(2 * 2 * 6, dtype=float).reshape(2, 2, 6, 1)  # images x copies (plain, mirrored) x zones
+    scores = np.array([SCORES[0], SCORES[1]])
+    x, y = zone_samples(features, scores, [1], [0, 1], [0, 3])  # zones A and D of image 1, plain then mirrored
+    assert x[:, 0].tolist() == [12, 15, 18, 21]  # image 1 starts at 1 * 2 copies * 6 zones
+    assert y.tolist() == [SCORES[1][0], SCORES[1][3], SCORES[1][3], SCORES[1][0]]  # the mirror swaps A and D
+
+
+def test_a_single_score_is_refused():
+    with pytest.raises(ValueError, match="score 2"):
+        fit_zone_regression(np.ones((5, 3)), np.full(5, 2), 0.1)
+
+
+def test_weights_decide_the_zone_classifier_form_when_loaded(tmp_path):
+    torch.manual_seed(1)
+    pooled = BSNet(zone_classifier="pooled_linear").eval()
+    with torch.no_grad():  # a head that does not give uniform probabilities
+        pooled.scoring.classifiers[0].linear.weight.normal_()
+    torch.save(pooled.state_dict(), tmp_path / "pooled.pt")
+    image = torch.rand(2, 1, SIZE, SIZE)
+
+    loaded = load_weights(BSNet().freeze("scoring"), tmp_path / "pooled.pt").eval()
+    assert loaded.scoring.zone_classifier == "pooled_linear"
+    assert not any(p.requires_grad for p in loaded.scoring.parameters())  # a frozen stage stays frozen
+    torch.testing.assert_close(loaded(image).zone_logits, pooled(image).zone_logits)
+    scripted = torch.jit.script(loaded)
+    torch.testing.assert_close(scripted(image).zone_logits, pooled(image).zone_logits)
+
+    torch.save(BSNet().state_dict(), tmp_path / "bsnet.pt")  # and back to the authors' form
+    assert load_weights(loaded, tmp_path / "bsnet.pt").scoring.zone_classifier == "bsnet"
+    with pytest.raises(ValueError, match="unknown zone classifier"):
+        ZoneScoringHead(zone_classifier="pooled")
+
+
+def test_the_pooled_features_are_what_the_pooled_head_sees(tmp_path, items, network):
+    """A regression fitted on the cache's pooled features, installed in the network, scores the
+    images as the regression does."""
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    with pytest.raises(FileNotFoundError, match="not cached"):  # pooling never runs the network itself
+        pooled_zone_features(cache, items)
+    cache.build(items)
+    features = pooled_zone_features(cache, items)
+    assert features.shape == (6, 4, 6, 2 * (64 + 128 + 256 + 512))
+    scores = np.array([item["label"] for item in items])
+    log = fit_final_pooled_head(items, cache, c_grid=(0.1,))
+    assert log["n_train"] == 6 and log["chosen_C"] == 0.1
+    assert network.scoring.zone_classifier == "pooled_linear"
+    regression = fit_zone_regression(*zone_samples(features, scores, range(6), range(4)), 0.1)
+    expected = regression.predict_proba(features[:3, 0].reshape(-1, features.shape[-1])).reshape(3, 6, 4)
+    plain, _ = predict_zone_probabilities(network, [item["image"] for item in items[:3]], spatial_size=SIZE)
+    np.testing.assert_allclose(plain, expected, atol=1e-4)
+    # only the scoring stage changed
+    for name, value in network.state_dict().items():
+        if not name.startswith("scoring."):
+            torch.testing.assert_close(value, cache.bsnet.state_dict()[name])
+
+
+def test_the_regularisation_is_chosen_by_grouped_cross_validation():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(12, 6))
+    # features that carry the score plus noise: the weakest penalty should fit them best
+    features = np.repeat(scores[:, None, :, None], 2, axis=1) + rng.normal(0, 0.3, size=(12, 2, 6, 5))
+    features[:, 1] = features[:, 1][:, [3, 4, 5, 0, 1, 2]]  # copy 1 is the mirror: its zones swapped
+    groups = np.array([f"p{i // 2}" for i in range(12)])
+    c, errors = choose_regularisation(features, scores, groups, range(12), c_grid=(1e-4, 10.0))
+    assert c == 10.0 and errors[10.0] < errors[1e-4]
+
+
+def test_cross_validation_of_the_pooled_head_scores_every_image_once(tmp_path, items, network):
+    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    summary = cross_validate_pooled_head(items, cache, tmp_path / "cv", n_folds=2, c_grid=(0.01, 0.1))
+    rows = json.loads((tmp_path / "cv" / "predictions.json").read_text())
+    assert sorted(r["filename"] for r in rows) == sorted(item["filename"] for item in items)
+    assert summary["plain"]["zone_mae"] == summarise_predictions(rows)["plain"]["zone_mae"]
+    assert [f["chosen_C"] in (0.01, 0.1) for f in summary["folds"]] == [True, True]
+    assert network.scoring.zone_classifier == "bsnet"  # the cross-validation leaves the network alone
+
+
+def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data):
+    models = tmp_path / "work" / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(BSNet().state_dict(), models / "alignment.pt")  # stands in for stage b's checkpoint
+    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
+               "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke_cached",
+               "--limit", "8", "--folds", "2", "--device", "cpu", "cv:pooled", "final:pooled", "evaluate_final"]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    cv = json.loads((tmp_path / "logs" / "cv_pooled.json").read_text())
+    assert cv["n_images"] == 8 and (tmp_path / "logs" / "cv_pooled_predictions.json").is_file()
+    final = json.loads((tmp_path / "logs" / "final.json").read_text())
+    assert final["variant"] == "pooled" and final["training"]["n_train"] == 8
+    shipped = load_weights(BSNet(), models / "model.pt")
+    assert shipped.scoring.zone_classifier == "pooled_linear"
+    evaluation = json.loads((tmp_path / "logs" / "evaluate_final.json").read_text())
+    assert evaluation["all"]["n_images"] == 8 and "inner_validation" not in evaluation
