@@ -138,6 +138,14 @@ class FrozenStageCache:
             raise ValueError(f"{self.folder} holds a cache built with {stamp.read_text()}, not {self.settings}: use another folder")
         stamp.write_text(json.dumps(self.settings))
 
+    @classmethod
+    def built(cls, folder: str | os.PathLike) -> FrozenStageCache:
+        """A cache built before (by ``train_recipe.py``), opened to read its outputs, with the settings of
+        its ``cache.json``. Its network is a default BS-Net that is never run: only the scoring head's
+        (parameter-free) zone cropping is used on what the cache holds; build with the real network."""
+        settings = json.loads((Path(folder) / "cache.json").read_text())
+        return cls(BSNet(), folder, settings["n_draws"], settings["image_size"], settings["seed"], weights_id=settings["weights"])
+
     @property
     def n_copies(self) -> int:
         return 2 * (1 + self.n_draws)

@@ -202,6 +202,14 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
         assert summarise_predictions(rows)["plain"]["zone_mae"] == pytest.approx(probes[grouping]["zone_mae"], abs=1e-4)
         head_rows = json.loads((tmp_path / "logs" / "cv_head_predictions.json").read_text())
         assert {(r["filename"], r["fold"]) for r in rows} == {(r["filename"], r["fold"]) for r in head_rows}  # the same folds
+    # the fine-tuning experiment starts from the same fitted regression as the shared probe
+    finetune = [sys.executable, str(REPO / "bundle" / "scripts" / "finetune_pooled_head.py"), "--data", str(shared_data), "--cache",
+                str(tmp_path / "work" / "frozen_stages"), "--out", str(tmp_path / "finetune.json"), "--limit", "8", "--folds", "2",
+                "--epochs", "2", "--learning-rates", "1e-3"]
+    subprocess.run(finetune, check=True, capture_output=True, timeout=600)
+    run = json.loads((tmp_path / "finetune.json").read_text())["runs"]["0.001"]
+    assert run["zone_mae_fitted"] == pytest.approx(probes["shared"]["zone_mae"], abs=1e-4)
+    assert 0 <= run["zone_mae_fine_tuned"] <= 3 and [f["best_epoch"] in (1, 2) for f in run["folds"]] == [True, True]
 
 
 def test_recipe_extras_override_train_json(tmp_path, items, network):

@@ -38,7 +38,6 @@ from monai_bsnet.cross_validation import patient_folds, prediction_rows
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.networks import BSNet
 from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, pooled_zone_features, zone_samples
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -88,15 +87,13 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    settings = json.loads((args.cache / "cache.json").read_text())
     scores = np.array([item["label"] for item in items])
     groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
     row = {item["image"]: i for i, item in enumerate(items)}
     folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items, args.folds)]
-    # the cache was built by train_recipe.py: its network is not run here, only its head's settings are read
-    cache = FrozenStageCache(BSNet(), args.cache, **{k: v for k, v in settings.items() if k != "weights"}, weights_id=settings["weights"])
+    cache = FrozenStageCache.built(args.cache)
     features = pooled_zone_features(cache, items)
-    result = {"n_images": len(items), "cache": settings,
+    result = {"n_images": len(items), "cache": cache.settings,
               "features": "per scale mean and max of the lung-weighted aligned zone crops (monai_bsnet.pooled_head)",
               "model": "StandardScaler + multinomial LogisticRegression, C chosen per fold from %s by 4-fold grouped search" % (C_GRID,)}
     fold_of = np.zeros(len(items), int)
