@@ -45,7 +45,7 @@ __all__ = [
     "fit_zone_regression",
     "regression_to_classifier",
     "choose_regularisation",
-    "PooledZoneModel",
+    "regression_probabilities",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
 ]
@@ -120,22 +120,16 @@ def regression_to_classifier(regression: Pipeline) -> LinearZoneClassifier:
     return classifier
 
 
-class PooledZoneModel:
-    """A fitted regression and what it gives for cached images: plain and test-time-mirrored probabilities."""
-
-    def __init__(self, regression: Pipeline) -> None:
-        self.regression = regression
-
-    def zone_probabilities(self, features: np.ndarray, images: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 6, 4) probabilities of copy 0 (the plain image), and their average with copy 1's (the
-        mirror image, zones swapped back), as the trained heads' test-time augmentation."""
-        out = []
-        for copy in (0, 1):
-            x = features[np.asarray(images), copy].reshape(-1, features.shape[-1])
-            probabilities = np.zeros((len(x), NUM_SCORES))
-            probabilities[:, self.regression.classes_] = self.regression.predict_proba(x)
-            out.append(probabilities.reshape(len(images), NUM_ZONES, NUM_SCORES))
-        return out[0], (out[0] + swap_zone_sides(out[1])) / 2
+def regression_probabilities(regression: Pipeline, features: np.ndarray, images: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 6, 4) zone probabilities of the plain copies (copy 0) of cached ``images``, and their average
+    with the mirrored copies' (copy 1, zones swapped back), as the trained heads' test-time augmentation."""
+    out = []
+    for copy in (0, 1):
+        x = features[np.asarray(images), copy].reshape(-1, features.shape[-1])
+        probabilities = np.zeros((len(x), NUM_SCORES))
+        probabilities[:, regression.classes_] = regression.predict_proba(x)
+        out.append(probabilities.reshape(len(images), NUM_ZONES, NUM_SCORES))
+    return out[0], (out[0] + swap_zone_sides(out[1])) / 2
 
 
 def choose_regularisation(
@@ -150,7 +144,7 @@ def choose_regularisation(
         absolute = 0.0
         for train, test in splits:
             regression = fit_zone_regression(*zone_samples(features, scores, images[train], range(features.shape[1])), c)
-            probabilities, _ = PooledZoneModel(regression).zone_probabilities(features, images[test])
+            probabilities, _ = regression_probabilities(regression, features, images[test])
             absolute += METRICS["zone_mae"](probabilities, scores[images[test]]) * len(test)
         errors[c] = round(absolute / len(images), 4)
     return min(c_grid, key=errors.get), errors
@@ -197,7 +191,7 @@ def cross_validate_pooled_head(
     for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
         regression, log = _fit(features, scores, groups, [row[i["image"]] for i in train], c_grid)
         log.update(n_test=len(test), fold=k)
-        predictions += prediction_rows(test, k, *PooledZoneModel(regression).zone_probabilities(features, [row[i["image"]] for i in test]))
+        predictions += prediction_rows(test, k, *regression_probabilities(regression, features, [row[i["image"]] for i in test]))
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)
     (work_dir / "predictions.json").write_text(json.dumps(predictions))

@@ -286,7 +286,8 @@ def step_cohen(args, sched, models: Path) -> dict:
 
 @torch.inference_mode()
 def step_evaluate_final(args, sched, models: Path) -> dict:
-    """The shipped model against both raters on every image, split by its inner validation set.
+    """The shipped model against both raters on every image, split by its inner validation set where
+    it had one (the pooled head is fitted on every image).
 
     The training images say little about generalisation; the inner validation images were not
     trained on but chose the checkpoint, so their numbers are optimistic too. The cross-validation
@@ -299,7 +300,8 @@ def step_evaluate_final(args, sched, models: Path) -> dict:
     items = brixia(args)
     network = load_weights(BSNet(), models / "model.pt")
     paths = [item["image"] for item in items]
-    fitted_on_all = json.loads((args.logs / "final.json").read_text())["variant"] == POOLED
+    final = args.logs / "final.json"
+    fitted_on_all = final.is_file() and json.loads(final.read_text())["variant"] == POOLED
     if fitted_on_all:  # no inner validation split: cross-validation within the 138 images chose its L2 strength
         folds = [0] * len(items)
         result = {"note": "fold 0 = training images: the pooled head was fitted on all of them"}
