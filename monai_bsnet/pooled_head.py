@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from monai_bsnet.cross_validation import patient_folds, prediction_rows, summarise_predictions
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
-from monai_bsnet.networks.scoring import LinearZoneClassifier, ZoneScoringHead
+from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
@@ -69,11 +69,11 @@ def pooled_zone_features(cache: FrozenStageCache, items: Sequence[Mapping[str, A
     be cached already (:meth:`~monai_bsnet.frozen_head.FrozenStageCache.build`).
     """
     cache.require(items)
-    head = cache.bsnet.scoring.with_zone_classifier("pooled_linear").cpu().eval()
+    head, pooling = cache.bsnet.scoring, ZonePooling()
     pooled = []
     for item in items:
         features, theta, aligned_lung = cache.outputs_of(item)
-        vectors = head.pyramid(head.zone_crops(features, theta, aligned_lung))
+        vectors = pooling(head.zone_crops(features, theta, aligned_lung))
         pooled.append(vectors.view(theta.shape[0], NUM_ZONES, -1).numpy())
     return np.stack(pooled)
 

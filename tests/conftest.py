@@ -36,6 +36,27 @@ def sample_images() -> list[Path]:
     return sorted(SAMPLES.glob("*.jpg"))
 
 
+@pytest.fixture
+def scored_samples(sample_images) -> list[dict]:
+    """The three sample radiographs, twice each under other patient ids (six images, six patients),
+    with made-up zone scores from both raters: a stage-c datalist for the cached-head tests."""
+    scores = ([0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1], [1, 0, 0, 2, 3, 3])
+    return [
+        {"image": str(path), "filename": f"{k}_{path.name}", "label": label, "label_senior": label,
+         "label_junior": label, "patient_id": f"p{k}{i}"}
+        for k in range(2) for i, (path, label) in enumerate(zip(sample_images, scores))
+    ]
+
+
+@pytest.fixture
+def untrained_bsnet():
+    """A BS-Net with seeded random weights, in evaluation mode."""
+    from monai_bsnet.networks import BSNet
+
+    torch.manual_seed(0)
+    return BSNet().eval()
+
+
 @pytest.fixture(scope="session")
 def radiograph_u8(sample_images):
     """A real radiograph (a bundle sample), downsized to 288 x 256 (rows x columns), uint8."""

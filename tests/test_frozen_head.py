@@ -29,59 +29,42 @@ from monai_bsnet.networks import BSNet
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
-SCORES = ([0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1], [1, 0, 0, 2, 3, 3])
 
 
-@pytest.fixture
-def items(sample_images):
-    """The three sample radiographs, twice each under other patient ids (six images, six patients)."""
-    return [
-        {"image": str(path), "filename": f"{k}_{path.name}", "label": scores, "label_senior": scores,
-         "label_junior": scores, "patient_id": f"p{k}{i}"}
-        for k in range(2) for i, (path, scores) in enumerate(zip(sample_images, SCORES))
-    ]
-
-
-@pytest.fixture
-def network():
-    torch.manual_seed(0)
-    return BSNet().eval()
-
-
-def test_cached_plain_and_mirrored_copies_score_as_the_whole_network_does(tmp_path, items, network):
+def test_cached_plain_and_mirrored_copies_score_as_the_whole_network_does(tmp_path, scored_samples, untrained_bsnet):
     """Copy 0 is the inference preprocessing and copy 1 its mirror: the head on cached outputs gives
     the whole network's probabilities, with and without test-time augmentation."""
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    cache.build(items[:3])
-    outputs = cache.load(items[:3])
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(scored_samples[:3])
+    outputs = cache.load(scored_samples[:3])
     assert outputs.theta.shape == (3, 4, 2, 3) and outputs.features[0].shape[:3] == (3, 4, 64)
-    cached_plain, cached_tta = head_probabilities(network.scoring, outputs, [0, 1, 2])
-    plain, tta = predict_zone_probabilities(network, [item["image"] for item in items[:3]], spatial_size=SIZE)
+    cached_plain, cached_tta = head_probabilities(untrained_bsnet.scoring, outputs, [0, 1, 2])
+    plain, tta = predict_zone_probabilities(untrained_bsnet, [item["image"] for item in scored_samples[:3]], spatial_size=SIZE)
     np.testing.assert_allclose(cached_plain, plain, atol=1e-4)
     np.testing.assert_allclose(cached_tta, tta, atol=1e-4)
     # the random draw differs from the plain copy
     assert not torch.allclose(outputs.features[0][:, 2], outputs.features[0][:, 0])
 
 
-def test_the_cache_resumes_and_refuses_other_settings(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
-    cache.build(items[:2])
-    first = cache.path(items[0]).stat().st_mtime_ns
-    cache.build(items[:3])  # only the third image is new
-    assert cache.path(items[0]).stat().st_mtime_ns == first and cache.path(items[2]).is_file()
+def test_the_cache_resumes_and_refuses_other_settings(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
+    cache.build(scored_samples[:2])
+    first = cache.path(scored_samples[0]).stat().st_mtime_ns
+    cache.build(scored_samples[:3])  # only the third image is new
+    assert cache.path(scored_samples[0]).stat().st_mtime_ns == first and cache.path(scored_samples[2]).is_file()
     assert not list((tmp_path / "cache").glob("*.partial"))
     with pytest.raises(ValueError, match="built with"):
-        FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="b")
+        FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="b")
     with pytest.raises(FileNotFoundError, match="not cached"):
-        cache.load([{**items[0], "image": str(tmp_path / "not_built.jpg")}])
+        cache.load([{**scored_samples[0], "image": str(tmp_path / "not_built.jpg")}])
 
 
-def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    cache.build(items[:3])
-    outputs = cache.load(items[:3])
-    labels = torch.tensor([item["label"] for item in items[:3]])
-    head = network.scoring
+def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(scored_samples[:3])
+    outputs = cache.load(scored_samples[:3])
+    labels = torch.tensor([item["label"] for item in scored_samples[:3]])
+    head = untrained_bsnet.scoring
     before = zone_mae(head_probabilities(head, outputs, range(3))[0], labels)
     recipe = ScoringRecipe(head_epochs=12, lateral_flip_prob=0.5, learning_rate=1e-2, batch_size=3)
     log = train_head(head, outputs, labels, range(3), range(3), recipe)
@@ -89,24 +72,24 @@ def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, it
     assert after < before and after == pytest.approx(log["best_metric"])
     assert 1 <= log["best_epoch"] <= 12
     # the frozen stages were never touched
-    assert all(p.grad is None for p in network.encoder.parameters())
+    assert all(p.grad is None for p in untrained_bsnet.encoder.parameters())
 
 
-def test_the_junior_share_of_the_draws_decides_which_rater_the_head_learns(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    cache.build(items[:3])
-    outputs = cache.load(items[:3])
+def test_the_junior_share_of_the_draws_decides_which_rater_the_head_learns(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(scored_samples[:3])
+    outputs = cache.load(scored_samples[:3])
     senior, junior = torch.zeros(3, 6, dtype=torch.long), torch.full((3, 6), 3, dtype=torch.long)
     learned = {}
     for prob in (0.0, 1.0):
-        head = copy.deepcopy(network.scoring)
+        head = copy.deepcopy(untrained_bsnet.scoring)
         recipe = ScoringRecipe(head_epochs=30, learning_rate=1e-2, batch_size=3, junior_label_prob=prob)
         # no validation rows, so the last epoch is kept (a senior-validated one would pick epoch 1)
         train_head(head, outputs, senior, range(3), [], recipe, junior_labels=junior)
         learned[prob] = head_probabilities(head, outputs, range(3))[0] @ np.arange(4)  # expected scores
     assert learned[0.0].max() < 1.0 and learned[1.0].min() > 2.0
     with pytest.raises(ValueError, match="junior_labels"):
-        train_head(network.scoring, outputs, senior, range(3), [], replace(recipe, head_epochs=1))
+        train_head(untrained_bsnet.scoring, outputs, senior, range(3), [], replace(recipe, head_epochs=1))
 
 
 def test_mirrored_copies_carry_their_scores_swapped_side_for_side():
@@ -115,33 +98,33 @@ def test_mirrored_copies_carry_their_scores_swapped_side_for_side():
     assert copy_labels(labels, np.array([1, 2])).tolist() == [[3, 3, 3, 0, 1, 2], [1, 1, 1, 0, 0, 0]]
 
 
-def test_end_to_end_recipes_cannot_use_the_cache(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
-    cache.build(items[:1])
+def test_end_to_end_recipes_cannot_use_the_cache(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    cache.build(scored_samples[:1])
     with pytest.raises(ValueError, match="end-to-end"):
-        train_head(network.scoring, cache.load(items[:1]), torch.zeros(1, 6, dtype=torch.long), [0], [], ScoringRecipe(end_to_end_epochs=2))
+        train_head(untrained_bsnet.scoring, cache.load(scored_samples[:1]), torch.zeros(1, 6, dtype=torch.long), [0], [], ScoringRecipe(end_to_end_epochs=2))
 
 
-def test_cross_validation_on_the_cache_covers_every_image_once_and_resumes(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+def test_cross_validation_on_the_cache_covers_every_image_once_and_resumes(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
     recipe = ScoringRecipe(head_epochs=2, lateral_flip_prob=0.5, batch_size=2)
-    summary = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    summary = cross_validate_head(recipe, scored_samples, cache, tmp_path / "cv", n_folds=2)
     predictions = json.loads((tmp_path / "cv" / "predictions.json").read_text())
-    assert sorted(p["filename"] for p in predictions) == sorted(item["filename"] for item in items)
+    assert sorted(p["filename"] for p in predictions) == sorted(item["filename"] for item in scored_samples)
     assert summary["n_images"] == 6 and len(summary["folds"]) == 2 and summary["training"] == "cached frozen-stage outputs"
     assert summary["junior_vs_senior"]["zone_mae"] == 0
     fold_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cv").glob("fold*.json")}
-    again = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    again = cross_validate_head(recipe, scored_samples, cache, tmp_path / "cv", n_folds=2)
     assert {p: p.stat().st_mtime_ns for p in fold_files} == fold_files and again["plain"] == summary["plain"]
 
 
-def test_another_training_seed_keeps_the_folds_and_changes_only_the_trained_heads(tmp_path, items, network):
+def test_another_training_seed_keeps_the_folds_and_changes_only_the_trained_heads(tmp_path, scored_samples, untrained_bsnet):
     """The noise-floor runs: the same splits, another initialisation and order; the same seed repeats."""
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
     recipe = ScoringRecipe(head_epochs=2, lateral_flip_prob=0.5, batch_size=2)
 
     def run(name: str, **seeds) -> tuple[dict, list]:
-        summary = cross_validate_head(recipe, items, cache, tmp_path / name, n_folds=2, **seeds)
+        summary = cross_validate_head(recipe, scored_samples, cache, tmp_path / name, n_folds=2, **seeds)
         return summary, json.loads((tmp_path / name / "predictions.json").read_text())
 
     reference, predicted = run("seed0")
@@ -154,24 +137,24 @@ def test_another_training_seed_keeps_the_folds_and_changes_only_the_trained_head
     assert [p["probabilities"] for p in predicted_other] != [p["probabilities"] for p in predicted]
 
 
-def test_the_final_head_goes_into_the_network(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    before = {k: v.clone() for k, v in network.state_dict().items()}
-    log = train_final_head(replace(ScoringRecipe(), head_epochs=2, batch_size=2), items, cache)
-    after = network.state_dict()
+def test_the_final_head_goes_into_the_network(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    before = {k: v.clone() for k, v in untrained_bsnet.state_dict().items()}
+    log = train_final_head(replace(ScoringRecipe(), head_epochs=2, batch_size=2), scored_samples, cache)
+    after = untrained_bsnet.state_dict()
     assert log["n_train"] + log["n_val"] == 6
     assert not torch.equal(before["scoring.classifiers.0.blocks.0.conv.weight"], after["scoring.classifiers.0.blocks.0.conv.weight"])
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("scoring."))
 
 
-def test_a_shared_classifier_recipe_trains_one_classifier_for_the_six_zones(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    train_final_head(replace(RECIPES["head_shared"], head_epochs=2, batch_size=2), items, cache)
-    state = network.state_dict()
+def test_a_shared_classifier_recipe_trains_one_classifier_for_the_six_zones(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    train_final_head(replace(RECIPES["head_shared"], head_epochs=2, batch_size=2), scored_samples, cache)
+    state = untrained_bsnet.state_dict()
     first = state["scoring.classifiers.0.blocks.0.conv.weight"]
     assert all(torch.equal(state[f"scoring.classifiers.{zone}.blocks.0.conv.weight"], first) for zone in range(1, 6))
     # the installed network is the default architecture: its classifiers are separate modules again
-    assert network.scoring.classifiers[0] is not network.scoring.classifiers[1]
+    assert untrained_bsnet.scoring.classifiers[0] is not untrained_bsnet.scoring.classifiers[1]
 
 
 def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cache(tmp_path, shared_data):
@@ -212,52 +195,52 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     assert 0 <= run["zone_mae_fine_tuned"] <= 3 and [f["best_epoch"] in (1, 2) for f in run["folds"]] == [True, True]
 
 
-def test_recipe_extras_override_train_json(tmp_path, items, network):
+def test_recipe_extras_override_train_json(tmp_path, scored_samples, untrained_bsnet):
     """``extra`` reaches the config the head is trained with: a zero learning rate leaves its weights."""
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
-    cache.build(items[:3])
-    before = network.scoring.classifiers[0].blocks[0].conv.weight.detach().clone()
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    cache.build(scored_samples[:3])
+    before = untrained_bsnet.scoring.classifiers[0].blocks[0].conv.weight.detach().clone()
     recipe = ScoringRecipe(head_epochs=1, batch_size=3, extra={"optimizer#lr": 0.0})
-    train_head(network.scoring, cache.load(items[:3]), torch.zeros(3, 6, dtype=torch.long), [0, 1, 2], [], recipe)
-    assert torch.equal(network.scoring.classifiers[0].blocks[0].conv.weight, before)
+    train_head(untrained_bsnet.scoring, cache.load(scored_samples[:3]), torch.zeros(3, 6, dtype=torch.long), [0, 1, 2], [], recipe)
+    assert torch.equal(untrained_bsnet.scoring.classifiers[0].blocks[0].conv.weight, before)
 
 
-def test_a_tuned_encoder_stage_starts_as_the_frozen_one_learns_slower_and_is_installed_with_the_head(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    cache.build(items[:3])
-    outputs = cache.load(items[:3])
-    stage = CachedScoringStage(copy.deepcopy(network.scoring), network.encoder, tuned_stages=1)
+def test_a_tuned_encoder_stage_starts_as_the_frozen_one_learns_slower_and_is_installed_with_the_head(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache.build(scored_samples[:3])
+    outputs = cache.load(scored_samples[:3])
+    stage = CachedScoringStage(copy.deepcopy(untrained_bsnet.scoring), untrained_bsnet.encoder, tuned_stages=1)
     # recomputed from the cached layer3 output, the copied layer4 gives the cached scores
-    np.testing.assert_allclose(head_probabilities(stage, outputs, [0, 1, 2])[0], head_probabilities(network.scoring, outputs, [0, 1, 2])[0], atol=1e-5)
+    np.testing.assert_allclose(head_probabilities(stage, outputs, [0, 1, 2])[0], head_probabilities(untrained_bsnet.scoring, outputs, [0, 1, 2])[0], atol=1e-5)
     head_group, tuned_group = stage.parameter_groups(1e-3)
     assert "lr" not in head_group and tuned_group["lr"] == pytest.approx(1e-4)
     batch_norm = stage.tuned[0][0].bn1
     statistics = batch_norm.running_mean.clone()
-    train_head(stage, outputs, torch.tensor(SCORES), [0, 1, 2], [], ScoringRecipe(head_epochs=2, batch_size=3))
+    train_head(stage, outputs, torch.tensor([item["label"] for item in scored_samples[:3]]), [0, 1, 2], [], ScoringRecipe(head_epochs=2, batch_size=3))
     assert torch.equal(batch_norm.running_mean, statistics), "tuned stages keep the encoder's batch-norm statistics"
-    assert not torch.equal(stage.tuned[0][0].conv1.weight, network.encoder.layer4[0].conv1.weight)
-    before = {k: v.clone() for k, v in network.state_dict().items()}
-    stage.install(network)
-    assert torch.equal(network.encoder.layer4[0].conv1.weight, stage.tuned[0][0].conv1.weight)
-    assert torch.equal(network.scoring.pyramid.laterals[0].conv.weight, stage.head.pyramid.laterals[0].conv.weight)
-    changed = {k for k in before if not torch.equal(before[k], network.state_dict()[k])}
+    assert not torch.equal(stage.tuned[0][0].conv1.weight, untrained_bsnet.encoder.layer4[0].conv1.weight)
+    before = {k: v.clone() for k, v in untrained_bsnet.state_dict().items()}
+    stage.install(untrained_bsnet)
+    assert torch.equal(untrained_bsnet.encoder.layer4[0].conv1.weight, stage.tuned[0][0].conv1.weight)
+    assert torch.equal(untrained_bsnet.scoring.pyramid.laterals[0].conv.weight, stage.head.pyramid.laterals[0].conv.weight)
+    changed = {k for k in before if not torch.equal(before[k], untrained_bsnet.state_dict()[k])}
     assert changed and all(k.startswith(("encoder.layer4.", "scoring.")) for k in changed)
     with pytest.raises(ValueError, match="tuned_stages"):
-        CachedScoringStage(network.scoring, None, tuned_stages=1)
+        CachedScoringStage(untrained_bsnet.scoring, None, tuned_stages=1)
 
 
-def test_cross_validation_with_a_tuned_stage_scores_held_out_images_with_the_whole_network(tmp_path, items, network, monkeypatch):
+def test_cross_validation_with_a_tuned_stage_scores_held_out_images_with_the_whole_network(tmp_path, scored_samples, untrained_bsnet, monkeypatch):
     import monai_bsnet.frozen_head as frozen_head
 
     scored = []
     original = frozen_head.predict_zone_probabilities
     monkeypatch.setattr(frozen_head, "predict_zone_probabilities", lambda net, images, *a, **k: scored.append(list(images)) or original(net, images, *a, **k))
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=0, image_size=SIZE)
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=0, image_size=SIZE)
     recipe = ScoringRecipe(head_epochs=1, batch_size=3, tuned_encoder_stages=1)
-    summary = cross_validate_head(recipe, items, cache, tmp_path / "cv", n_folds=2)
+    summary = cross_validate_head(recipe, scored_samples, cache, tmp_path / "cv", n_folds=2)
     assert summary["recipe"]["tuned_encoder_stages"] == 1 and summary["n_images"] == 6
-    assert sorted(sum(scored, [])) == sorted(item["image"] for item in items)  # each held-out image once, through the network
+    assert sorted(sum(scored, [])) == sorted(item["image"] for item in scored_samples)  # each held-out image once, through the network
     with pytest.raises(ValueError, match="cached training only"):
         from monai_bsnet.cross_validation import train_scoring
 
-        train_scoring(recipe, items, tmp_path / "none.pt", tmp_path / "ckpt")
+        train_scoring(recipe, scored_samples, tmp_path / "none.pt", tmp_path / "ckpt")

@@ -29,23 +29,6 @@ from monai_bsnet.pooled_head import (
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
-SCORES = ([0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1], [1, 0, 0, 2, 3, 3])
-
-
-@pytest.fixture
-def items(sample_images):
-    """The three sample radiographs, twice each under other patient ids (six images, six patients)."""
-    return [
-        {"image": str(path), "filename": f"{k}_{path.name}", "label": scores, "label_senior": scores,
-         "label_junior": scores, "patient_id": f"p{k}{i}"}
-        for k in range(2) for i, (path, scores) in enumerate(zip(sample_images, SCORES))
-    ]
-
-
-@pytest.fixture
-def network():
-    torch.manual_seed(0)
-    return BSNet().eval()
 
 
 @pytest.mark.parametrize("n_classes", [4, 3, 2])
@@ -63,10 +46,10 @@ def test_the_fitted_regression_and_its_network_layer_give_the_same_probabilities
 
 def test_the_regression_samples_carry_the_scores_of_their_copy():
     features = np.arange(2 * 2 * 6, dtype=float).reshape(2, 2, 6, 1)  # images x copies (plain, mirrored) x zones
-    scores = np.array([SCORES[0], SCORES[1]])
+    scores = np.array([[0, 1, 2, 3, 2, 1], [3, 3, 2, 0, 0, 1]])
     x, y = zone_samples(features, scores, [1], [0, 1], [0, 3])  # zones A and D of image 1, plain then mirrored
     assert x[:, 0].tolist() == [12, 15, 18, 21]  # image 1 starts at 1 * 2 copies * 6 zones
-    assert y.tolist() == [SCORES[1][0], SCORES[1][3], SCORES[1][3], SCORES[1][0]]  # the mirror swaps A and D
+    assert y.tolist() == [scores[1][0], scores[1][3], scores[1][3], scores[1][0]]  # the mirror swaps A and D
 
 
 def test_a_single_score_is_refused():
@@ -95,25 +78,25 @@ def test_weights_decide_the_zone_classifier_form_when_loaded(tmp_path):
         ZoneScoringHead(zone_classifier="pooled")
 
 
-def test_the_pooled_features_are_what_the_pooled_head_sees(tmp_path, items, network):
+def test_the_pooled_features_are_what_the_pooled_head_sees(tmp_path, scored_samples, untrained_bsnet):
     """A regression fitted on the cache's pooled features, installed in the network, scores the
     images as the regression does."""
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
     with pytest.raises(FileNotFoundError, match="not cached"):  # pooling never runs the network itself
-        pooled_zone_features(cache, items)
-    cache.build(items)
-    features = pooled_zone_features(cache, items)
+        pooled_zone_features(cache, scored_samples)
+    cache.build(scored_samples)
+    features = pooled_zone_features(cache, scored_samples)
     assert features.shape == (6, 4, 6, 2 * (64 + 128 + 256 + 512))
-    scores = np.array([item["label"] for item in items])
-    log = fit_final_pooled_head(items, cache, c_grid=(0.1,))
+    scores = np.array([item["label"] for item in scored_samples])
+    log = fit_final_pooled_head(scored_samples, cache, c_grid=(0.1,))
     assert log["n_train"] == 6 and log["chosen_C"] == 0.1
-    assert network.scoring.zone_classifier == "pooled_linear"
+    assert untrained_bsnet.scoring.zone_classifier == "pooled_linear"
     regression = fit_zone_regression(*zone_samples(features, scores, range(6), range(4)), 0.1)
     expected = regression.predict_proba(features[:3, 0].reshape(-1, features.shape[-1])).reshape(3, 6, 4)
-    plain, _ = predict_zone_probabilities(network, [item["image"] for item in items[:3]], spatial_size=SIZE)
+    plain, _ = predict_zone_probabilities(untrained_bsnet, [item["image"] for item in scored_samples[:3]], spatial_size=SIZE)
     np.testing.assert_allclose(plain, expected, atol=1e-4)
     # only the scoring stage changed
-    for name, value in network.state_dict().items():
+    for name, value in untrained_bsnet.state_dict().items():
         if not name.startswith("scoring."):
             torch.testing.assert_close(value, cache.bsnet.state_dict()[name])
 
@@ -129,14 +112,14 @@ def test_the_regularisation_is_chosen_by_grouped_cross_validation():
     assert c == 10.0 and errors[10.0] < errors[1e-4]
 
 
-def test_cross_validation_of_the_pooled_head_scores_every_image_once(tmp_path, items, network):
-    cache = FrozenStageCache(network, tmp_path / "cache", n_draws=1, image_size=SIZE)
-    summary = cross_validate_pooled_head(items, cache, tmp_path / "cv", n_folds=2, c_grid=(0.01, 0.1))
+def test_cross_validation_of_the_pooled_head_scores_every_image_once(tmp_path, scored_samples, untrained_bsnet):
+    cache = FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE)
+    summary = cross_validate_pooled_head(scored_samples, cache, tmp_path / "cv", n_folds=2, c_grid=(0.01, 0.1))
     rows = json.loads((tmp_path / "cv" / "predictions.json").read_text())
-    assert sorted(r["filename"] for r in rows) == sorted(item["filename"] for item in items)
+    assert sorted(r["filename"] for r in rows) == sorted(item["filename"] for item in scored_samples)
     assert summary["plain"]["zone_mae"] == summarise_predictions(rows)["plain"]["zone_mae"]
     assert [f["chosen_C"] in (0.01, 0.1) for f in summary["folds"]] == [True, True]
-    assert network.scoring.zone_classifier == "bsnet"  # the cross-validation leaves the network alone
+    assert untrained_bsnet.scoring.zone_classifier == "bsnet"  # the cross-validation leaves the network alone
 
 
 def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data):
