@@ -14,13 +14,14 @@ from monai_bsnet import __version__
 DISCLAIMER = "Research use only: not a medical device, not for diagnosis."
 
 
-def architecture_table(image_size: int = 512) -> str:
-    """The BS-Net stages with their parameter counts and output shapes for one image, as text."""
+def architecture_table(image_size: int = 512, zone_classifier: str = "bsnet") -> str:
+    """The BS-Net stages with their parameter counts and output shapes for one image, as text, with the
+    given form of the zone classifier (``pooled_linear``: the shipped weights' form)."""
     import torch
 
     from monai_bsnet.networks import STAGES, BSNet
 
-    net = BSNet().eval()
+    net = BSNet(zone_classifier=zone_classifier).eval()
     counts = net.parameter_counts()
     with torch.no_grad():
         out = net(torch.zeros(1, 1, image_size, image_size))
@@ -30,7 +31,7 @@ def architecture_table(image_size: int = 512) -> str:
         "alignment": f"theta {tuple(out.theta.shape)}, aligned_lung {tuple(out.aligned_lung.shape)}",
         "scoring": f"zone_logits {tuple(out.zone_logits.shape)} (zones A..F x scores 0..3)",
     }
-    lines = [f"BS-Net, input (1, 1, {image_size}, {image_size})", f"{'stage':<14}{'parameters':>12}  output"]
+    lines = [f"BS-Net ({zone_classifier} zone classifier), input (1, 1, {image_size}, {image_size})", f"{'stage':<14}{'parameters':>12}  output"]
     lines += [f"{name:<14}{counts[name]:>12,}  {shapes[name]}" for name in STAGES]
     lines.append(f"{'total':<14}{counts['total']:>12,}")
     return "\n".join(lines)
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     arch = commands.add_parser("architecture", help="print the network's stages with parameter counts")
     arch.add_argument("--image-size", type=int, default=512, help="input side in pixels (multiple of 32)")
+    arch.add_argument("--zone-classifier", default="bsnet",
+                      help="bsnet: the authors' scoring head (BSNet()'s default); pooled_linear: the shipped weights' form")
     pred = commands.add_parser("predict", help="score chest X-ray files or folders (DICOM, PNG, JPEG, NIfTI)")
     pred.add_argument("inputs", nargs="+", help="files and folders (searched recursively)")
     pred.add_argument("--output", "-o", required=True, help="output folder (results.csv, JSON records, masks, overlays)")
@@ -143,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "architecture":
         if args.image_size % 32 or args.image_size < 64:
             parser.error("--image-size must be a multiple of 32, at least 64")
-        print(architecture_table(args.image_size))
+        try:
+            print(architecture_table(args.image_size, args.zone_classifier))
+        except ValueError as error:  # an unknown zone classifier, named by BSNet with the known ones
+            parser.error(str(error))
     elif args.command == "predict":
         if args.weights is None:
             args.weights = default_weights()

@@ -26,16 +26,25 @@ def test_laterality_is_the_patients():
     assert [ZONE_LUNG[z] for z in ZONE_NAMES] == ["right"] * 3 + ["left"] * 3
 
 
-def test_bsnet_architecture_prints_the_stage_parameter_counts():
+@pytest.mark.parametrize("zone_classifier", ["bsnet", "pooled_linear"])
+def test_bsnet_architecture_prints_the_stage_parameter_counts(zone_classifier):
     result = subprocess.run(
-        [sys.executable, "-m", "monai_bsnet.cli", "architecture", "--image-size", "256"],
+        [sys.executable, "-m", "monai_bsnet.cli", "architecture", "--image-size", "256", "--zone-classifier", zone_classifier],
         capture_output=True, text=True, check=True,
     )
-    counts = BSNet().parameter_counts()
+    counts = BSNet(zone_classifier=zone_classifier).parameter_counts()
     for stage, count in counts.items():
         line = next(l for l in result.stdout.splitlines() if l.startswith(stage))
         assert f"{count:,}" in line
     assert "zone_logits (1, 6, 4)" in result.stdout and "lung_logits (1, 1, 256, 256)" in result.stdout
+    assert f"({zone_classifier} zone classifier)" in result.stdout
+
+
+def test_bsnet_architecture_names_the_known_zone_classifiers_for_an_unknown_one():
+    result = subprocess.run(
+        [sys.executable, "-m", "monai_bsnet.cli", "architecture", "--zone-classifier", "pyramid"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "'pyramid'" in result.stderr and "pooled_linear" in result.stderr
 
 
 def test_bsnet_rejects_a_bad_image_size():
