@@ -145,11 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "architecture":
         if args.image_size % 32 or args.image_size < 64:
-            parser.error("--image-size must be a multiple of 32, at least 64")
-        try:
-            print(architecture_table(args.image_size, args.zone_classifier))
-        except ValueError as error:  # an unknown zone classifier, named by BSNet with the known ones
-            parser.error(str(error))
+            arch.error("--image-size must be a multiple of 32, at least 64")
+        from monai_bsnet.networks.scoring import ZONE_CLASSIFIERS  # here, not at the top: keeps torch out of `bsnet --help`
+
+        if args.zone_classifier not in ZONE_CLASSIFIERS:
+            arch.error(f"--zone-classifier must be one of {', '.join(ZONE_CLASSIFIERS)}, got {args.zone_classifier!r}")
+        print(architecture_table(args.image_size, args.zone_classifier))
     elif args.command == "predict":
         if args.weights is None:
             args.weights = default_weights()
