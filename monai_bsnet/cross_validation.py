@@ -33,6 +33,8 @@ __all__ = [
     "BUNDLE_CONFIGS",
     "ScoringRecipe",
     "RECIPES",
+    "patient_groups",
+    "patient_fold_indices",
     "patient_folds",
     "run_bundle_stage",
     "train_scoring",
@@ -96,22 +98,31 @@ RECIPES: dict[str, ScoringRecipe] = {
 }
 
 
+def patient_groups(datalist: Sequence[Mapping[str, Any]], group_key: str = "patient_id") -> list[str]:
+    """The group of each item for patient-grouped splits: its patient id, or a group of its own where it has none."""
+    return [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(datalist)]
+
+
+def patient_fold_indices(
+    datalist: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, group_key: str = "patient_id"
+) -> list[tuple[list[int], list[int]]]:
+    """The folds of :func:`patient_folds` as sorted positions in ``datalist`` (for arrays in its order)."""
+    items = list(datalist)
+    strata = [min(int(sum(item["label"])) // 6, 2) for item in items]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(sorted(train), sorted(test)) for train, test in splitter.split(items, strata, groups=patient_groups(items, group_key))]
+
+
 def patient_folds(
     datalist: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, group_key: str = "patient_id"
 ) -> list[tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
     """Split a datalist into ``n_folds`` (train, test) pairs with every patient on one side only.
 
     Folds are stratified on the global score (0-5, 6-11, 12-18) so that each holds mild and severe
-    cases. Items with no patient id form a group of their own.
+    cases. Items with no patient id form a group of their own (:func:`patient_groups`).
     """
     items = list(datalist)
-    groups = [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(items)]
-    strata = [min(int(sum(item["label"])) // 6, 2) for item in items]
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [
-        ([items[i] for i in sorted(train)], [items[i] for i in sorted(test)])
-        for train, test in splitter.split(items, strata, groups=groups)
-    ]
+    return [([items[i] for i in train], [items[i] for i in test]) for train, test in patient_fold_indices(items, n_folds, seed, group_key)]
 
 
 def run_bundle_stage(config_files: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -134,9 +134,11 @@ class FrozenStageCache:
         self.settings = {"n_draws": n_draws, "image_size": image_size, "seed": seed, "weights": weights_id}
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = self.folder / "cache.json"
-        if stamp.is_file() and json.loads(stamp.read_text()) != self.settings:
-            raise ValueError(f"{self.folder} holds a cache built with {stamp.read_text()}, not {self.settings}: use another folder")
-        stamp.write_text(json.dumps(self.settings))
+        if stamp.is_file():  # opened again (also read-only, by built()): the stamp must match, and stays as it is
+            if json.loads(stamp.read_text()) != self.settings:
+                raise ValueError(f"{self.folder} holds a cache built with {stamp.read_text()}, not {self.settings}: use another folder")
+        else:
+            stamp.write_text(json.dumps(self.settings))
 
     @classmethod
     def built(cls, folder: str | os.PathLike) -> FrozenStageCache:

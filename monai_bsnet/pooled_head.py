@@ -31,7 +31,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from monai_bsnet.cross_validation import patient_folds, prediction_rows, summarise_predictions
+from monai_bsnet.cross_validation import patient_fold_indices, patient_groups, prediction_rows, summarise_predictions
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
@@ -46,6 +46,7 @@ __all__ = [
     "regression_to_classifier",
     "choose_regularisation",
     "regression_probabilities",
+    "scores_and_groups",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
 ]
@@ -150,10 +151,9 @@ def choose_regularisation(
     return min(c_grid, key=errors.get), errors
 
 
-def _scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.array([list(item["label"]) for item in items])
-    groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
-    return scores, groups
+def scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, 6) zone scores (``label``) of ``items`` and their patient groups, as arrays in their order."""
+    return np.array([list(item["label"]) for item in items]), np.array(patient_groups(items))
 
 
 def _fit(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
@@ -174,7 +174,7 @@ def cross_validate_pooled_head(
 ) -> dict[str, Any]:
     """Patient-grouped cross-validation of the pooled linear head on cached outputs.
 
-    The folds are those of every other recipe (:func:`~monai_bsnet.cross_validation.patient_folds`);
+    The folds are those of every other recipe (:func:`~monai_bsnet.cross_validation.patient_folds`, as positions);
     inside each training fold the L2 strength is chosen by :func:`choose_regularisation`. Writes
     ``work_dir/predictions.json`` and returns the summary of
     :func:`~monai_bsnet.cross_validation.cross_validate`. The fit is deterministic: no training seed.
@@ -184,14 +184,13 @@ def cross_validate_pooled_head(
     items = list(datalist)
     cache.build(items)
     features = pooled_zone_features(cache, items)
-    scores, groups = _scores_and_groups(items)
-    row = {item["image"]: i for i, item in enumerate(items)}
+    scores, groups = scores_and_groups(items)
     predictions: list[dict[str, Any]] = []
     folds_log = []
-    for k, (train, test) in enumerate(patient_folds(items, n_folds, seed)):
-        regression, log = _fit(features, scores, groups, [row[i["image"]] for i in train], c_grid)
+    for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
+        regression, log = _fit(features, scores, groups, train, c_grid)
         log.update(n_test=len(test), fold=k)
-        predictions += prediction_rows(test, k, *regression_probabilities(regression, features, [row[i["image"]] for i in test]))
+        predictions += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)
     (work_dir / "predictions.json").write_text(json.dumps(predictions))
@@ -207,7 +206,7 @@ def fit_final_pooled_head(datalist: Sequence[Mapping[str, Any]], cache: FrozenSt
     items = list(datalist)
     cache.build(items)
     features = pooled_zone_features(cache, items)
-    scores, groups = _scores_and_groups(items)
+    scores, groups = scores_and_groups(items)
     regression, log = _fit(features, scores, groups, range(len(items)), c_grid)
     head: ZoneScoringHead = cache.bsnet.scoring.with_zone_classifier("pooled_linear")
     classifier = regression_to_classifier(regression).to(head.boxes.device)

@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_bsnet.cross_validation import patient_folds
+from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.losses import BrixiaScoreLoss
 from monai_bsnet.metrics import METRICS
-from monai_bsnet.pooled_head import choose_regularisation, fit_zone_regression, pooled_zone_features, regression_to_classifier, zone_samples
+from monai_bsnet.pooled_head import (
+    choose_regularisation, fit_zone_regression, pooled_zone_features, regression_to_classifier, scores_and_groups, zone_samples,
+)
 from monai_bsnet.training import train_val_split
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -84,19 +86,17 @@ def main(argv=None) -> int:
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     cache = FrozenStageCache.built(args.cache)
     features = pooled_zone_features(cache, items)
-    scores = np.array([list(item["label"]) for item in items])
-    groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
-    row = {item["image"]: i for i, item in enumerate(items)}
+    scores, groups = scores_and_groups(items)
+    row = {item["image"]: i for i, item in enumerate(items)}  # for the inner split, which returns items
     result = {"n_images": len(items), "epochs": args.epochs, "cache": cache.settings, "runs": {}}
     for learning_rate in args.learning_rates:
         fitted, tuned = np.zeros((len(items), NUM_ZONES, NUM_SCORES)), np.zeros((len(items), NUM_ZONES, NUM_SCORES))
         folds = []
-        for k, (train, test) in enumerate(patient_folds(items, args.folds)):
-            train_rows, test_rows = [row[i["image"]] for i in train], [row[i["image"]] for i in test]
+        for k, (train_rows, test_rows) in enumerate(patient_fold_indices(items, args.folds)):
             c, _ = choose_regularisation(features, scores, groups, train_rows)
             layer = regression_to_classifier(fit_zone_regression(*zone_samples(features, scores, train_rows, range(features.shape[1])), c))
             fitted[test_rows] = probabilities(layer, features, test_rows)
-            inner_train, inner_val = train_val_split(train, 0.2, 0)
+            inner_train, inner_val = train_val_split([items[i] for i in train_rows], 0.2, 0)
             epoch, val_error = fine_tune(layer, features, scores, [row[i["image"]] for i in inner_train], [row[i["image"]] for i in inner_val],
                                          learning_rate, args.epochs, k)
             tuned[test_rows] = probabilities(layer, features, test_rows)

@@ -34,11 +34,11 @@ import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GroupKFold
 
-from monai_bsnet.cross_validation import patient_folds, prediction_rows
+from monai_bsnet.cross_validation import patient_fold_indices, prediction_rows
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, pooled_zone_features, zone_samples
+from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, pooled_zone_features, scores_and_groups, zone_samples
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
@@ -87,10 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    scores = np.array([item["label"] for item in items])
-    groups = np.array([str(item.get("patient_id") or f"__item{i}") for i, item in enumerate(items)])
-    row = {item["image"]: i for i, item in enumerate(items)}
-    folds = [([row[i["image"]] for i in train], [row[i["image"]] for i in test]) for train, test in patient_folds(items, args.folds)]
+    scores, groups = scores_and_groups(items)
+    folds = patient_fold_indices(items, args.folds)
     cache = FrozenStageCache.built(args.cache)
     features = pooled_zone_features(cache, items)
     result = {"n_images": len(items), "cache": cache.settings,
