@@ -172,9 +172,9 @@ def test_the_comparison_script_tables_every_run_against_the_baseline(tmp_path):
 
 
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
-    """segmentation -> alignment -> decoder-only segmentation -> 2-fold CV -> final model -> Cohen mapping -> half
+    """segmentation -> alignment -> decoder-only segmentation -> segmentation continued with the encoder -> 2-fold CV -> final model -> Cohen mapping -> half
     export -> its lung Dice, 64 px."""
-    steps = ["segmentation", "alignment", "segmentation_decoder", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
+    steps = ["segmentation", "alignment", "segmentation_decoder", "segmentation_continued", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
     command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
                "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke",
                "--limit", "10", "--folds", "2", "--device", "cpu", *steps]
@@ -184,17 +184,20 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
         assert (logs / f"{name}.json").is_file(), name
     assert 0 <= json.loads((logs / "segmentation.json").read_text())["test"]["dice_mean"] <= 1
     models = tmp_path / "work" / "models"
-    # the decoder step trains the lung decoder alone, without the masks that have holes cut out, and
-    # alignment.pt (what the scoring steps start from) holds the new decoder over the old encoder
-    decoder = json.loads((logs / "segmentation_decoder.json").read_text())
+    # the two continuation steps train the lung decoder alone, then with the encoder, each without the
+    # masks that have holes cut out, and leave in alignment.pt (what the scoring steps start from) their
+    # checkpoint, with the alignment and scoring stages as they were
     with_holes = [d for d in lungseg_datalist(shared_data / "lungseg", split="train") if d["mask_has_holes"]]
-    assert decoder["n_train"] == 10 and decoder["n_left_out_with_holes"] == len(with_holes) > 0
-    assert {"test", "test_before"} <= decoder.keys()
-    old = torch.load(models / "alignment_before_decoder.pt", map_location="cpu")
-    new = torch.load(models / "segmentation_decoder.pt", map_location="cpu")
-    changed = {key.split(".")[0] for key in old if not torch.equal(old[key], new[key])}
-    assert changed == {"segmentation"}
-    assert (models / "segmentation_decoder.pt").read_bytes() == (models / "alignment.pt").read_bytes()
+    for stage, trained in (("segmentation_decoder", {"segmentation"}), ("segmentation_continued", {"encoder", "segmentation"})):
+        log = json.loads((logs / f"{stage}.json").read_text())
+        assert log["n_train"] == 10 and log["n_left_out_with_holes"] == len(with_holes) > 0
+        assert {"test", "test_before"} <= log.keys()
+        old = torch.load(models / f"alignment_before_{stage}.pt", map_location="cpu")
+        new = torch.load(models / f"{stage}.pt", map_location="cpu")
+        changed = {key.split(".")[0] for key in old if not torch.equal(old[key], new[key])}
+        assert changed == trained, stage
+    assert (models / "alignment_before_segmentation_continued.pt").read_bytes() == (models / "segmentation_decoder.pt").read_bytes()
+    assert (models / "segmentation_continued.pt").read_bytes() == (models / "alignment.pt").read_bytes()
     shipped_dice = json.loads((logs / "evaluate_segmentation.json").read_text())
     assert shipped_dice["n"] == 10 and 0 <= shipped_dice["cleaned"]["dice_mean"] <= 1
     cv = json.loads((logs / "cv_head_flip.json").read_text())
