@@ -26,6 +26,7 @@ from scipy.stats import bootstrap
 from sklearn.model_selection import StratifiedGroupKFold
 
 from monai_bsnet.metrics import brixia_metrics
+from monai_bsnet.training import patient_groups, train_val_split
 from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, swap_zone_sides
 from monai_bsnet.zones import median_scores
 
@@ -98,11 +99,6 @@ RECIPES: dict[str, ScoringRecipe] = {
 }
 
 
-def patient_groups(datalist: Sequence[Mapping[str, Any]], group_key: str = "patient_id") -> list[str]:
-    """The group of each item for patient-grouped splits: its patient id, or a group of its own where it has none."""
-    return [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(datalist)]
-
-
 def patient_fold_indices(
     datalist: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int = 0, group_key: str = "patient_id"
 ) -> list[tuple[list[int], list[int]]]:
@@ -160,8 +156,6 @@ def train_scoring(
     Returns:
         per phase: best inner-validation zone MAE, its epoch, and the wall-clock seconds.
     """
-    from monai_bsnet.training import train_val_split
-
     if recipe.tuned_encoder_stages:
         raise ValueError("tuned_encoder_stages is implemented by the cached training only: monai_bsnet.frozen_head (--schedule cpu_cached)")
     ckpt_dir = Path(ckpt_dir)

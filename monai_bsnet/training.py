@@ -56,6 +56,11 @@ def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
     return [p for p in network.parameters() if p.requires_grad]
 
 
+def patient_groups(datalist: Sequence[Mapping[str, Any]], group_key: str = "patient_id") -> list[str]:
+    """The group of each item for patient-grouped splits: its patient id, or a group of its own where it has none."""
+    return [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(datalist)]
+
+
 def train_val_split(
     datalist: Sequence[Mapping[str, Any]], val_fraction: float = 0.2, seed: int = 0, group_key: str = "patient_id"
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
@@ -67,9 +72,8 @@ def train_val_split(
     items = list(datalist)
     if val_fraction <= 0 or len(items) < 2:
         return items, []
-    groups = [str(item.get(group_key) or f"__item{i}") for i, item in enumerate(items)]
     splitter = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-    train_index, val_index = next(splitter.split(items, groups=groups))
+    train_index, val_index = next(splitter.split(items, groups=patient_groups(items, group_key)))
     return [items[i] for i in sorted(train_index)], [items[i] for i in sorted(val_index)]
 
 
