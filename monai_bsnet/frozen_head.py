@@ -182,13 +182,16 @@ class FrozenStageCache:
         todo = [item for item in items if not self.path(item).is_file()]
         start = time.perf_counter()
         for n, item in enumerate(todo, 1):
-            images = self.copies(item, deterministic, random).to(self.device)
-            features, _, theta, aligned_lung = self.bsnet.scoring_inputs(images)
-            record = {"features": [f.cpu() for f in features[1:]], "theta": theta.cpu(), "aligned_lung": aligned_lung.cpu()}
+            record = self.record(self.copies(item, deterministic, random).to(self.device))
             partial = self.path(item).with_suffix(".partial")
             torch.save(record, partial)
             os.replace(partial, self.path(item))
             logger.info("cached %s (%d/%d, %.0f s)", Path(item["image"]).name, n, len(todo), time.perf_counter() - start)
+
+    def record(self, images: torch.Tensor) -> dict[str, Any]:
+        """What is stored of one image's copies (V, 1, H, W): the scoring stage's inputs."""
+        features, _, theta, aligned_lung = self.bsnet.scoring_inputs(images)
+        return {"features": [f.cpu() for f in features[1:]], "theta": theta.cpu(), "aligned_lung": aligned_lung.cpu()}
 
     def require(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Raise :class:`FileNotFoundError` unless every item is cached."""

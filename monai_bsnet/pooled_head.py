@@ -16,16 +16,18 @@ for the six zones"): on the 138 public images it cross-validated better than eve
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -40,12 +42,17 @@ from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 __all__ = [
     "C_GRID",
+    "PooledFeatureCache",
     "pooled_zone_features",
     "zone_samples",
     "fit_zone_regression",
     "regression_to_classifier",
     "choose_regularisation",
     "regression_probabilities",
+    "REFIT_C_GRID",
+    "refit_towards",
+    "classifier_probabilities",
+    "choose_refit_strength",
     "scores_and_groups",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
@@ -54,10 +61,31 @@ __all__ = [
 #: Inverse L2 strengths searched (scikit-learn's ``C``); every fold of the 138 public images chose within it.
 C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01)
 
+#: Strengths of a refit's data term against its pull towards the prior classifier (``c`` of
+#: :func:`refit_towards`); 0 keeps the prior as it is. The shipped fit's ``C`` (0.001) is in the middle.
+REFIT_C_GRID: tuple[float, ...] = (0.0, 0.0003, 0.001, 0.003, 0.01)
+
 #: Logit of a score class no training zone had: the regression cannot give it any probability.
 ABSENT_CLASS_LOGIT = -30.0
 
 logger = logging.getLogger(__name__)
+
+
+class PooledFeatureCache(FrozenStageCache):
+    """A :class:`~monai_bsnet.frozen_head.FrozenStageCache` (same copies, seeds, stamps and atomic,
+    resumable files) that keeps only the pooled zone vectors of each copy, (V, 6, 1920) float32: about
+    0.3 MB an image instead of 50 MB, so that the MONAI Label app can keep one for a whole datastore.
+    It serves the pooled head's fits only (:func:`pooled_zone_features`), not the trained heads."""
+
+    def record(self, images: torch.Tensor) -> dict[str, Any]:
+        features, _, theta, aligned_lung = self.bsnet.scoring_inputs(images)
+        return {"pooled": _pool(self.bsnet.scoring, features[1:], theta, aligned_lung)}
+
+
+def _pool(head: ZoneScoringHead, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> torch.Tensor:
+    """(V, 6, 1920) pooled zone vectors of V copies, by the ``pooled_linear`` head's own layers."""
+    vectors = ZonePooling()(head.zone_crops(features, theta, aligned_lung))
+    return vectors.view(theta.shape[0], NUM_ZONES, -1).cpu()
 
 
 @torch.inference_mode()
@@ -66,17 +94,13 @@ def pooled_zone_features(cache: FrozenStageCache, items: Sequence[Mapping[str, A
 
     Computed by the ``pooled_linear`` head's own layers (the crops of
     :meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops` with ``cache.bsnet``'s settings,
-    then :class:`~monai_bsnet.networks.scoring.ZonePooling`), one cached file at a time. Every item must
-    be cached already (:meth:`~monai_bsnet.frozen_head.FrozenStageCache.build`).
+    then :class:`~monai_bsnet.networks.scoring.ZonePooling`), one cached file at a time, or read as they
+    are from a :class:`PooledFeatureCache`. Every item must be cached already (``cache.build``).
     """
     cache.require(items)
-    head, pooling = cache.bsnet.scoring, ZonePooling()
-    pooled = []
-    for item in items:
-        features, theta, aligned_lung = cache.outputs_of(item)
-        vectors = pooling(head.zone_crops(features, theta, aligned_lung))
-        pooled.append(vectors.view(theta.shape[0], NUM_ZONES, -1).numpy())
-    return np.stack(pooled)
+    if isinstance(cache, PooledFeatureCache):
+        return np.stack([torch.load(cache.path(item), weights_only=True)["pooled"].numpy() for item in items])
+    return np.stack([_pool(cache.bsnet.scoring, *cache.outputs_of(item)).numpy() for item in items])
 
 
 def zone_samples(
@@ -133,22 +157,91 @@ def regression_probabilities(regression: Pipeline, features: np.ndarray, images:
     return out[0], (out[0] + swap_zone_sides(out[1])) / 2
 
 
-def choose_regularisation(
-    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float] = C_GRID, n_splits: int = 4
+def _grouped_search(
+    predict: Callable[[np.ndarray, np.ndarray, float], np.ndarray],
+    scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float], n_splits: int,
 ) -> tuple[float, dict[float, float]]:
-    """The ``c`` of ``c_grid`` with the lowest zone MAE (median rating) in a patient-grouped
+    """The ``c`` of ``c_grid`` whose ``predict(train, test, c)`` (zone probabilities of the ``test``
+    images from a fit on the ``train`` images) has the lowest zone MAE in a patient-grouped
     ``n_splits``-fold cross-validation of ``images``; and every candidate's zone MAE."""
     images = np.asarray(images)
     splits = list(GroupKFold(min(n_splits, len(set(groups[images])))).split(images, groups=groups[images]))
     errors = {}
     for c in c_grid:
-        absolute = 0.0
-        for train, test in splits:
-            regression = fit_zone_regression(*zone_samples(features, scores, images[train], range(features.shape[1])), c)
-            probabilities, _ = regression_probabilities(regression, features, images[test])
-            absolute += METRICS["zone_mae"](probabilities, scores[images[test]]) * len(test)
+        absolute = sum(METRICS["zone_mae"](predict(images[train], images[test], c), scores[images[test]]) * len(test) for train, test in splits)
         errors[c] = round(absolute / len(images), 4)
     return min(c_grid, key=errors.get), errors
+
+
+def choose_regularisation(
+    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float] = C_GRID, n_splits: int = 4
+) -> tuple[float, dict[float, float]]:
+    """The ``c`` of ``c_grid`` with the lowest zone MAE (median rating) in a patient-grouped
+    ``n_splits``-fold cross-validation of ``images``; and every candidate's zone MAE."""
+
+    def predict(train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
+        regression = fit_zone_regression(*zone_samples(features, scores, train, range(features.shape[1])), c)
+        return regression_probabilities(regression, features, test)[0]
+
+    return _grouped_search(predict, scores, groups, images, c_grid, n_splits)
+
+
+def refit_towards(prior: LinearZoneClassifier, x: np.ndarray, y: np.ndarray, c: float) -> LinearZoneClassifier:
+    """A copy of ``prior`` refitted on pooled zone vectors ``x`` (raw, as :func:`pooled_zone_features`
+    gives them) with scores ``y``: its weights and bias minimise
+
+        c * (summed cross-entropy on x, y) + 1/2 ||weights - prior's||^2 + 1/2 ||bias - prior's||^2,
+
+    the logistic regression of :func:`fit_zone_regression` with its L2 penalty centred on the prior
+    instead of on zero (the bias is pulled too, so that a few images cannot swing the score
+    frequencies). A few corrected images so move the classifier a little, many move it far, and ``c``
+    = 0 keeps it. The prior's standardisation is kept: a handful of images cannot estimate 1920 means
+    and scales. Convex, solved by L-BFGS in double precision. A score the prior never gives (logit
+    :data:`ABSENT_CLASS_LOGIT`) stays about as improbable, as its bias is pulled towards that logit.
+    """
+    refitted = copy.deepcopy(prior).cpu().float()
+    if c == 0:
+        return refitted
+    scaler = refitted.feature_mean.double(), refitted.feature_scale.double()
+    z = (torch.as_tensor(x, dtype=torch.float64) - scaler[0]) / scaler[1]
+    target = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    w0, b0 = refitted.linear.weight.detach().double(), refitted.linear.bias.detach().double()
+    w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=1000, tolerance_grad=1e-6, tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = c * F.cross_entropy(z @ w.T + b, target, reduction="sum") + 0.5 * ((w - w0).square().sum() + (b - b0).square().sum())
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    with torch.no_grad():
+        refitted.linear.weight.copy_(w)
+        refitted.linear.bias.copy_(b)
+    return refitted
+
+
+@torch.inference_mode()
+def classifier_probabilities(classifier: torch.nn.Module, features: np.ndarray, images: Sequence[int]) -> np.ndarray:
+    """(n, 6, 4) zone probabilities a zone classifier layer gives the plain copies (copy 0) of ``images``."""
+    x = torch.as_tensor(features[np.asarray(images), 0].reshape(-1, features.shape[-1]), dtype=torch.float32)
+    return torch.softmax(classifier(x), -1).numpy().reshape(len(images), NUM_ZONES, NUM_SCORES)
+
+
+def choose_refit_strength(
+    prior: LinearZoneClassifier, features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int],
+    c_grid: Sequence[float] = REFIT_C_GRID, n_splits: int = 4,
+) -> tuple[float, dict[float, float]]:
+    """The ``c`` of :func:`refit_towards` with the lowest zone MAE in a patient-grouped ``n_splits``-fold
+    cross-validation of ``images`` (with 0 in ``c_grid``: the prior itself, so a refit that does not
+    validate better than the prior is not chosen); and every candidate's zone MAE."""
+
+    def predict(train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
+        refitted = refit_towards(prior, *zone_samples(features, scores, train, range(features.shape[1])), c)
+        return classifier_probabilities(refitted, features, test)
+
+    return _grouped_search(predict, scores, groups, images, c_grid, n_splits)
 
 
 def scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

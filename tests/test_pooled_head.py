@@ -17,15 +17,21 @@ from monai_bsnet.cross_validation import predict_zone_probabilities, summarise_p
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.scoring import ZoneScoringHead
+from monai_bsnet.networks.scoring import LinearZoneClassifier
 from monai_bsnet.pooled_head import (
+    PooledFeatureCache,
+    choose_refit_strength,
     choose_regularisation,
+    classifier_probabilities,
     cross_validate_pooled_head,
     fit_final_pooled_head,
     fit_zone_regression,
     pooled_zone_features,
+    refit_towards,
     regression_to_classifier,
     zone_samples,
 )
+from sklearn.linear_model import LogisticRegression
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -139,3 +145,71 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     assert shipped.scoring.zone_classifier == "pooled_linear"
     evaluation = json.loads((tmp_path / "logs" / "evaluate_final.json").read_text())
     assert evaluation["all"]["n_images"] == 8 and "inner_validation" not in evaluation
+
+
+def _zero_prior(x: np.ndarray) -> LinearZoneClassifier:
+    prior = LinearZoneClassifier(x.shape[1])
+    with torch.no_grad():
+        prior.feature_mean.copy_(torch.as_tensor(x.mean(0)))
+        prior.feature_scale.copy_(torch.as_tensor(x.std(0)))
+        prior.linear.weight.zero_()
+        prior.linear.bias.zero_()
+    return prior
+
+
+def test_a_refit_towards_a_zero_prior_is_scikit_learns_l2_logistic_regression():
+    """Centred on zero, the refit's objective is scikit-learn's (C times the summed cross-entropy plus
+    half the squared norm), with the bias penalised like a weight of a constant feature."""
+    x, y = make_classification(400, 12, n_informative=6, n_classes=4, random_state=0)
+    prior = _zero_prior(x)
+    refitted = refit_towards(prior, x, y, 0.05)
+    z = (x - x.mean(0)) / x.std(0)
+    reference = LogisticRegression(C=0.05, fit_intercept=False, tol=1e-10, max_iter=5000).fit(np.c_[z, np.ones(len(z))], y)
+    got = torch.softmax(refitted(torch.as_tensor(x, dtype=torch.float32)), -1).detach().numpy()
+    np.testing.assert_allclose(got, reference.predict_proba(np.c_[z, np.ones(len(z))]), atol=1e-4)
+    assert not torch.equal(refitted.linear.weight, prior.linear.weight)  # a copy: the prior is left as it was
+    assert prior.linear.weight.abs().max() == 0
+
+
+def test_a_refit_moves_from_the_prior_as_far_as_its_strength_lets_it():
+    rng = np.random.default_rng(0)
+    x, y = make_classification(600, 10, n_informative=5, n_classes=4, random_state=1)
+    prior = regression_to_classifier(fit_zone_regression(x, y, 1.0))
+    site = rng.choice(len(x), 60, replace=False)
+    shifted = np.minimum(y[site] + 1, 3)  # a site whose raters score one step higher
+    distance = [
+        float((refit_towards(prior, x[site], shifted, c).linear.weight - prior.linear.weight).detach().norm()) for c in (0.0, 0.001, 0.1, 10.0)
+    ]
+    assert distance[0] == 0 and distance[1] < distance[2] < distance[3]
+    # the site's rating is learned: the expected score of the site's images goes up by about the shift
+    expected = lambda layer: (torch.softmax(layer(torch.as_tensor(x[site], dtype=torch.float32)), -1).detach().numpy() @ np.arange(4)).mean()
+    assert expected(prior) < y[site].mean() + 0.3 and expected(refit_towards(prior, x[site], shifted, 10.0)) > shifted.mean() - 0.3
+
+
+def test_the_refit_strength_is_chosen_by_grouped_cross_validation_and_zero_keeps_a_prior_that_is_right():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(16, 6))
+    features = np.repeat(scores[:, None, :, None], 2, axis=1) + rng.normal(0, 0.3, size=(16, 2, 6, 5))
+    features[:, 1] = features[:, 1][:, [3, 4, 5, 0, 1, 2]]  # copy 1 is the mirror: its zones swapped
+    groups = np.array([f"p{i // 2}" for i in range(16)])
+    samples = zone_samples(features, scores, range(16), range(2))
+    right = regression_to_classifier(fit_zone_regression(*samples, 10.0))
+    c, errors = choose_refit_strength(right, features, scores, groups, range(16), c_grid=(0.0, 0.01, 1.0))
+    assert set(errors) == {0.0, 0.01, 1.0} and errors[0.0] < 0.05
+    # a prior that gives every zone score 0 is left for the data
+    wrong = _zero_prior(samples[0])
+    with torch.no_grad():
+        wrong.linear.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
+    c, errors = choose_refit_strength(wrong, features, scores, groups, range(16), c_grid=(0.0, 1.0))
+    assert c == 1.0 and errors[1.0] < errors[0.0] - 0.5
+    probabilities = classifier_probabilities(refit_towards(wrong, *samples, 1.0), features, range(16))
+    assert probabilities.shape == (16, 6, 4) and (probabilities.argmax(-1) == scores).mean() > 0.9
+
+
+def test_the_pooled_feature_cache_holds_what_the_full_cache_pools(tmp_path, scored_samples, untrained_bsnet):
+    full = FrozenStageCache(untrained_bsnet, tmp_path / "full", n_draws=1, image_size=SIZE)
+    full.build(scored_samples[:3])
+    pooled = PooledFeatureCache(untrained_bsnet, tmp_path / "pooled", n_draws=1, image_size=SIZE)
+    pooled.build(scored_samples[:3])
+    np.testing.assert_allclose(pooled_zone_features(pooled, scored_samples[:3]), pooled_zone_features(full, scored_samples[:3]), atol=1e-5)
+    assert list(torch.load(pooled.path(scored_samples[0]), weights_only=True)) == ["pooled"]  # nothing else is kept
