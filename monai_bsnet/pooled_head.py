@@ -50,12 +50,14 @@ __all__ = [
     "choose_regularisation",
     "regression_probabilities",
     "REFIT_C_GRID",
+    "DEFAULT_REFIT_C",
     "refit_towards",
     "classifier_probabilities",
     "choose_refit_strength",
     "scores_and_groups",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
+    "refit_final_pooled_head",
 ]
 
 #: Inverse L2 strengths searched (scikit-learn's ``C``); every fold of the 138 public images chose within it.
@@ -64,6 +66,8 @@ C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01)
 #: Strengths of a refit's data term against its pull towards the prior classifier (``c`` of
 #: :func:`refit_towards`); 0 keeps the prior as it is. The shipped fit's ``C`` (0.001) is in the middle.
 REFIT_C_GRID: tuple[float, ...] = (0.0, 0.0003, 0.001, 0.003, 0.01)
+#: The refit's strength where there is nothing to choose it by (the images of one patient).
+DEFAULT_REFIT_C = 0.001
 
 #: Logit of a score class no training zone had: the regression cannot give it any probability.
 ABSENT_CLASS_LOGIT = -30.0
@@ -235,7 +239,10 @@ def choose_refit_strength(
 ) -> tuple[float, dict[float, float]]:
     """The ``c`` of :func:`refit_towards` with the lowest zone MAE in a patient-grouped ``n_splits``-fold
     cross-validation of ``images`` (with 0 in ``c_grid``: the prior itself, so a refit that does not
-    validate better than the prior is not chosen); and every candidate's zone MAE."""
+    validate better than the prior is not chosen); and every candidate's zone MAE. Images of one
+    patient cannot be cross-validated: then the shipped fit's strength, :data:`DEFAULT_REFIT_C`, and no errors."""
+    if len(set(groups[np.asarray(images)])) < 2:
+        return DEFAULT_REFIT_C, {}
 
     def predict(train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
         refitted = refit_towards(prior, *zone_samples(features, scores, train, range(features.shape[1])), c)
@@ -306,3 +313,29 @@ def fit_final_pooled_head(datalist: Sequence[Mapping[str, Any]], cache: FrozenSt
     head.classifiers = torch.nn.ModuleList([classifier] * NUM_ZONES)
     cache.bsnet.scoring = head
     return log
+
+
+def refit_final_pooled_head(
+    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c: float | None = None, c_grid: Sequence[float] = REFIT_C_GRID
+) -> dict[str, Any]:
+    """Refit ``cache.bsnet``'s pooled linear zone classifier on ``datalist`` towards itself
+    (:func:`refit_towards`), its strength ``c`` chosen by :func:`choose_refit_strength` unless given,
+    and put the refitted classifier into ``cache.bsnet``; returns the fit's log. The retraining of the
+    MONAI Label app: the fitted classifier learns from a site's labels without forgetting the images it
+    was fitted on, and keeps its form (a logistic regression) and its settings' meaning."""
+    head: ZoneScoringHead = cache.bsnet.scoring
+    if head.zone_classifier != "pooled_linear":
+        raise ValueError(f"a refit needs the pooled linear zone classifier, this network has the {head.zone_classifier!r} head")
+    items = list(datalist)
+    cache.build(items)
+    features = pooled_zone_features(cache, items)
+    scores, groups = scores_and_groups(items)
+    start = time.perf_counter()
+    prior, images = head.classifiers[0], range(len(items))
+    errors: dict[float, float] = {}
+    if c is None:
+        c, errors = choose_refit_strength(prior, features, scores, groups, images, c_grid)
+    refitted = refit_towards(prior, *zone_samples(features, scores, images, range(features.shape[1])), c)
+    head.classifiers = torch.nn.ModuleList([refitted.to(head.boxes.device)] * NUM_ZONES)
+    return {"n_train": len(items), "n_patients": len(set(groups)), "chosen_C": c, "inner_zone_mae": {str(k): v for k, v in errors.items()},
+            "fit_seconds": round(time.perf_counter() - start, 1)}

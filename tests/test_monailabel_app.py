@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -131,6 +132,17 @@ def random_lung_everywhere_checkpoint(path: Path) -> Path:
     state["segmentation.head.conv.bias"].fill_(10.0)
     torch.save(state, path)
     return path
+
+
+def finished_training(client: MONAILabelClient, server: Server, timeout: float = 240) -> dict:
+    """The status of the last training once it has ended (asserted DONE, with the server's log if not)."""
+    deadline = time.monotonic() + timeout
+    status = client.train_status()
+    while status["status"] in ("SUBMITTED", "RUNNING") and time.monotonic() < deadline:
+        time.sleep(2)
+        status = client.train_status()
+    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.tail()
+    return status
 
 
 # ---- fixtures -------------------------------------------------------------------------------------------
@@ -345,13 +357,7 @@ def test_training_runs_in_the_background_and_its_model_is_then_served(server, wo
     assert all(isinstance(v, int) for v in results.values()) and len(results) == 2, results
     assert client.train_status(check_if_running=True), "the inferences should have overlapped the training"
 
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        status = client.train_status()
-        if status["status"] not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(2)
-    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.tail()
+    finished_training(client, server)
     assert "4 training items, 0 skipped" in server.tail(10**6)  # the labels saved before the restart
     published = workdir / "model" / "bsnet.pt"
     assert published.is_file()
@@ -375,6 +381,57 @@ def test_next_sample_is_an_unlabelled_image(server, workdir):
     assert all(v["model"].startswith(str(workdir / "model" / "bsnet.pt")) for v in info.values())
     for strategy in ("random", "first"):
         assert client.next_sample(strategy, {})["id"] in unlabelled
+
+
+# ---- phase 1b: the shipped model, retrained by a refit --------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_server(workdir, studies):
+    """A server with the default weights (the bundle's shipped model, pooled linear zone classifier)."""
+    folder = workdir / "shipped_studies"
+    folder.mkdir()
+    for image_id in ("cxr_png", "cxr_jpeg", "extra_0", "extra_1", "extra_2"):
+        shutil.copy(studies[image_id], folder / studies[image_id].name)
+    conf = {"models": "bsnet", "model_dir": str(workdir / "shipped_model"), "train_threads": "1"}
+    srv = Server(str(folder), conf, workdir / "shipped_server.log").start()
+    yield srv
+    srv.stop()
+
+
+def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(shipped_server, workdir):
+    if not (REPO / "bundle" / "models" / "model.pt").is_file():
+        pytest.skip("the shipped weights bundle/models/model.pt are not in this checkout")
+    client = MONAILabelClient(shipped_server.url, tmpdir=str(workdir / "client"))
+    labelled = ("cxr_png", "cxr_jpeg", "extra_0", "extra_1")
+    before = {image_id: client.infer("bsnet", image_id, {}) for image_id in (*labelled, "extra_2")}
+    for image_id in labelled:  # this site's radiologists score every zone of four images 3
+        client.save_label(image_id, before[image_id][0], tag="final", params={"brixia": "333333"})
+
+    client.train_start("bsnet", {})  # method auto: a refit, as the base head is the pooled one
+    finished_training(client, shipped_server)
+    stats = client.info()["train_stats"]["bsnet"]
+    assert stats["method"] == "refit" and stats["n_train"] == 4 and stats["new_features"] == 4 and stats["skipped"] == 0
+    errors = {float(c): e for c, e in stats["inner_zone_mae"].items()}
+    assert set(errors) == {0.0, 0.0003, 0.001, 0.003, 0.01} and stats["chosen_C"] == min(errors, key=errors.get) > 0
+    assert errors[stats["chosen_C"]] < errors[0.0]  # the refit validated better than the shipped classifier
+    published = workdir / "shipped_model" / "bsnet.pt"
+    after = {image_id: client.infer("bsnet", image_id, {})[1] for image_id in labelled}
+    for image_id in labelled:
+        assert after[image_id]["model"]["weights"] == str(published)
+        assert after[image_id]["global_expected"] > before[image_id][1]["global_expected"] + 0.5, image_id
+    # only the zone classifier changed: the lungs and the zones are where they were
+    base, refitted = torch.load(REPO / "bundle" / "models" / "model.pt", weights_only=True), torch.load(published, weights_only=True)
+    base = base.get("model", base)
+    assert all(torch.equal(refitted[k].float(), v.float()) for k, v in base.items() if not k.startswith("scoring.classifiers."))
+    assert not torch.equal(refitted["scoring.classifiers.0.linear.weight"].float(), base["scoring.classifiers.0.linear.weight"].float())
+
+    # a refit that keeps the shipped classifier (strength 0) reuses the stored features and scores as before
+    client.train_start("bsnet", {"refit_c": 0})
+    finished_training(client, shipped_server)
+    stats = client.info()["train_stats"]["bsnet"]
+    assert stats["chosen_C"] == 0 and stats["new_features"] == 0 and stats["inner_zone_mae"] == {}
+    for image_id in labelled:
+        params = client.infer("bsnet", image_id, {})[1]
+        assert params["global_expected"] == pytest.approx(before[image_id][1]["global_expected"], abs=1e-3)
 
 
 # ---- phase 2: DICOMweb, a real Orthanc ---------------------------------------------------------------------
@@ -506,13 +563,8 @@ def test_dicomweb_seg_made_elsewhere_becomes_a_label_and_next_sample_is_unlabell
 def test_dicomweb_training_learns_from_saved_and_pacs_labels(pacs_server, workdir):
     client = MONAILabelClient(pacs_server.url)
     client.train_start("bsnet", {"max_epochs": 1, "image_size": 128, "train_batch_size": 2, "val_split": 0.0})
-    deadline = time.monotonic() + 240
-    status = client.train_status()
-    while status["status"] in ("SUBMITTED", "RUNNING") and time.monotonic() < deadline:
-        time.sleep(2)
-        status = client.train_status()
+    finished_training(client, pacs_server)
     log = pacs_server.tail(10**6)
-    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + log[-4000:]
     assert "2 training items, 0 skipped" in log
     assert "(label map, zones recomputed)" in log  # the SEG from the PACS: no stored result, zones recomputed
     assert (workdir / "pacs_model" / "bsnet.pt").is_file()

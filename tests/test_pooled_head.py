@@ -27,6 +27,7 @@ from monai_bsnet.pooled_head import (
     fit_final_pooled_head,
     fit_zone_regression,
     pooled_zone_features,
+    refit_final_pooled_head,
     refit_towards,
     regression_to_classifier,
     zone_samples,
@@ -213,3 +214,19 @@ def test_the_pooled_feature_cache_holds_what_the_full_cache_pools(tmp_path, scor
     pooled.build(scored_samples[:3])
     np.testing.assert_allclose(pooled_zone_features(pooled, scored_samples[:3]), pooled_zone_features(full, scored_samples[:3]), atol=1e-5)
     assert list(torch.load(pooled.path(scored_samples[0]), weights_only=True)) == ["pooled"]  # nothing else is kept
+
+
+def test_a_refit_of_the_network_starts_from_its_own_classifier(tmp_path, scored_samples, untrained_bsnet):
+    cache = PooledFeatureCache(untrained_bsnet, tmp_path / "pooled", n_draws=1, image_size=SIZE)
+    with pytest.raises(ValueError, match="needs the pooled linear zone classifier"):
+        refit_final_pooled_head(scored_samples, cache)
+    fit_final_pooled_head(scored_samples, cache, c_grid=(0.1,))
+    features = pooled_zone_features(cache, scored_samples)
+    shipped = classifier_probabilities(untrained_bsnet.scoring.classifiers[0], features, range(6))
+    log = refit_final_pooled_head(scored_samples[:4], cache, c=0.0)  # strength 0: the classifier as it was
+    assert log["chosen_C"] == 0.0 and log["n_train"] == 4 and log["inner_zone_mae"] == {}
+    np.testing.assert_allclose(classifier_probabilities(untrained_bsnet.scoring.classifiers[0], features, range(6)), shipped, atol=1e-6)
+    log = refit_final_pooled_head(scored_samples[:4], cache, c_grid=(0.0, 1.0))
+    assert log["chosen_C"] in (0.0, 1.0) and set(log["inner_zone_mae"]) == {"0.0", "1.0"}
+    classifiers = untrained_bsnet.scoring.classifiers
+    assert all(c is classifiers[0] for c in classifiers)  # one classifier for the six zones, as the fit gives

@@ -1,11 +1,26 @@
-"""Fine-tuning BS-Net's scoring stage on the radiologists' corrections (MONAI Label train task ``bsnet``).
+"""Retraining BS-Net's scoring stage on the radiologists' corrections (MONAI Label train task ``bsnet``).
 
-The bundle's scoring stage (``bundle/configs/train.json``), run by MONAI Label's ``BasicTrainTask``
+Two methods (request option ``method``; ``auto``, the default, takes ``refit`` when the base weights
+hold the pooled linear zone classifier, as the shipped model does, and ``fine_tune`` otherwise):
+
+``refit``: the pooled linear zone classifier is a logistic regression, so it is fitted again rather
+than trained: on the pooled zone vectors of the labelled images (6 copies each: the plain image, two of
+the bundle's augmentations and their mirrors, as the shipped fit; kept in ``<model_dir>/pooled_features``
+at 0.3 MB an image, so that the next retraining computes only the new images), with its L2 penalty
+centred on the base model's classifier (:func:`monai_bsnet.pooled_head.refit_towards`): a few labels
+move it a little, many move it far, and the public images it was fitted on are not forgotten. Its one
+setting, the strength of the labels against the base classifier, is chosen by a patient-grouped
+cross-validation of the labelled images, in which keeping the base classifier is a candidate. Every
+refit starts again from the base weights, with all of the datastore's labels, so retrainings do not
+drift. Minutes on a CPU, most of it the frozen stages on the new images.
+
+``fine_tune``: the bundle's scoring stage (``bundle/configs/train.json``), run by MONAI Label's ``BasicTrainTask``
 on the datastore's labelled images: encoder, lung segmentation and alignment stay frozen (so the zone
 geometry of every image, and of every saved label, stays what it was), the zone heads learn from
 the corrected scores with the bundle's loss (per-zone cross-entropy + MAE of the expected score),
 validation on a patient-wise split picks the best epoch by zone MAE, and the best model is published
-atomically to ``<model_dir>/bsnet.pt``, which the infer tasks pick up on their next call.
+atomically to ``<model_dir>/bsnet.pt``, which the infer tasks pick up on their next call (the
+refit publishes the same way).
 
 MONAI Label runs every training in a separate process: inference keeps being served meanwhile. On a
 small CPU machine that process takes ``train_threads`` cores (default: all but one), leaving the rest
@@ -16,11 +31,13 @@ from __future__ import annotations
 
 import datetime
 import filecmp
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +56,8 @@ from monai_bsnet.label_maps import BRIXIA_LABELS
 from monai_bsnet.losses import BrixiaScoreLoss
 from monai_bsnet.metrics import BrixiaScoreHandler
 from monai_bsnet.networks import ZoneScorer
+from monai_bsnet.networks.weights import state_dict_from_checkpoint, zone_classifier_of
+from monai_bsnet.pooled_head import PooledFeatureCache, refit_final_pooled_head
 from monai_bsnet.training import train_val_split, trainable_parameters
 from monai_bsnet.transforms import LoadCXRd, cxr_preprocessingd
 
@@ -52,6 +71,12 @@ FROZEN_STAGES = ["encoder", "segmentation", "alignment"]
 #: raised the cross-validated zone MAE from 0.629 to 0.687; at 1e-4 it stayed at 0.637
 #: (``bundle/scripts/finetune_pooled_head.py``, ``bundle/docs/experiments.md``).
 FINE_TUNING_LEARNING_RATE = 1e-4
+
+#: Methods of request option ``method`` (``auto``: ``refit`` for a pooled linear base, else ``fine_tune``).
+METHODS = ("auto", "refit", "fine_tune")
+#: Random augmentations per image of a refit, and its input side: those of the shipped fit, whose
+#: feature standardisation the refit keeps (``bundle/docs/experiments.md``, the pooled head).
+REFIT_DRAWS, REFIT_IMAGE_SIZE = 2, 512
 
 
 class AtomicPublisher(PublishStatsAndModel):
@@ -89,10 +114,12 @@ def _atomic_copy(source: str, target: str) -> None:
 class BrixiaScoringTrain(BasicTrainTask):
     """Train task: the scoring stage of BS-Net on the datastore's corrected Brixia scores.
 
-    Request options (besides MONAI Label's ``max_epochs``, ``val_split``, ``train_batch_size``, ...):
-    ``learning_rate``, ``image_size`` (network input side, a multiple of 32; 512 as BS-Net was
-    trained, smaller only for quick checks), ``end_to_end`` (also unfreeze the other stages, at a tenth
-    of the learning rate, as the bundle does), ``seed`` (validation split).
+    Request options: ``method`` (``auto``, ``refit``, ``fine_tune``: see the module's docstring).
+    A refit's own: ``refit_c`` (the strength of the labels against the base classifier; default: chosen
+    by cross-validation). A fine-tuning's (besides MONAI Label's ``max_epochs``, ``val_split``,
+    ``train_batch_size``, ...): ``learning_rate``, ``image_size`` (network input side, a multiple of 32;
+    512 as BS-Net was trained, smaller only for quick checks), ``end_to_end`` (also unfreeze the other
+    stages, at a tenth of the learning rate, as the bundle does), ``seed`` (validation split).
     """
 
     def __init__(
@@ -101,11 +128,12 @@ class BrixiaScoringTrain(BasicTrainTask):
         model_dir: str,
         threads: int | None = None,
         config: dict[str, Any] | None = None,
-        description: str = "Fine-tune BS-Net's scoring stage on the corrected Brixia scores of the datastore",
+        description: str = "Retrain BS-Net's scoring stage on the corrected Brixia scores of the datastore",
     ) -> None:
         self.model = model
         self.threads = threads
         defaults = {
+            "method": list(METHODS),
             "max_epochs": 20,
             "val_split": 0.2,
             "train_batch_size": 4,
@@ -140,7 +168,7 @@ class BrixiaScoringTrain(BasicTrainTask):
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         request = dict(request)
         # a client that does not choose gets the first option (MONAI Label lists the choices)
-        for key in ("dataset", "dataloader", "tracking", "device"):
+        for key in ("method", "dataset", "dataloader", "tracking", "device"):
             value = request.get(key, self._config.get(key))
             if isinstance(value, list) and value:
                 request[key] = value[0]
@@ -151,7 +179,58 @@ class BrixiaScoringTrain(BasicTrainTask):
             path = Path(self._model_dir) / name / stale
             if path.exists():
                 path.unlink()
+        if self._method(request) == "refit":
+            return self._refit(request, datastore, Path(self._model_dir) / name)
         return super().__call__(request, datastore)
+
+    def _method(self, request: dict[str, Any]) -> str:
+        method = str(request.get("method", "auto"))
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
+        if method == "auto":
+            base = self.model.paths[0]
+            pooled = os.path.isfile(base) and zone_classifier_of(state_dict_from_checkpoint(base)) == "pooled_linear"
+            method = "refit" if pooled and not _as_bool(request.get("end_to_end", False)) else "fine_tune"
+        logger.info("retraining method: %s", method)
+        return method
+
+    def _refit(self, request: dict[str, Any], datastore: Datastore, output_dir: Path) -> dict[str, Any]:
+        """Refit the base model's pooled linear zone classifier on every labelled image; publish it."""
+        start = time.time()
+        base = self.model.paths[0]
+        if not os.path.isfile(base):
+            raise ValueError(f"method refit needs the base weights, {base} does not exist")
+        bsnet = build_network(base)
+        if bsnet.scoring.zone_classifier != "pooled_linear":
+            raise ValueError(f"method refit needs the pooled linear zone classifier, {base} has the BS-Net head: use method fine_tune")
+        digest = hashlib.sha256(Path(base).read_bytes()).hexdigest()
+        cache = PooledFeatureCache(bsnet, Path(self._model_dir) / "pooled_features" / digest[:16], REFIT_DRAWS, REFIT_IMAGE_SIZE, weights_id=digest)
+        datalist, usable, new = self.pre_process(request, datastore), [], 0
+        for item in datalist:  # one unreadable image must not stop the refit of the others
+            try:
+                new += not cache.path(item).is_file()
+                cache.build([item])
+                usable.append(item)
+            except Exception as e:
+                logger.warning("skipped: %s: cannot compute its pooled features: %s: %s", item["image_id"], type(e).__name__, e)
+        if not usable:
+            raise ValueError("no labelled image could be read: nothing to refit on")
+        logger.info("pooled features: %d new, %d cached", new, len(usable) - new)
+        c = request.get("refit_c")
+        log = refit_final_pooled_head(usable, cache, c=None if c in (None, "") else float(c))
+        logger.info("refitted on %d images of %d patients: C %s, cross-validated zone MAE by C %s",
+                    log["n_train"], log["n_patients"], log["chosen_C"], log["inner_zone_mae"] or "(not cross-validated)")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(bsnet.state_dict(), output_dir / "model.pt")
+        _atomic_copy(str(output_dir / "model.pt"), self._publish_path)
+        logger.info("new BS-Net published: %s -> %s", output_dir / "model.pt", self._publish_path)
+        stats = {"method": "refit", "start_ts": int(start), "total_time": f"{time.time() - start:.1f} s", **log,
+                 "skipped": len(datalist) - len(usable), "new_features": new,
+                 "best_metric": log["inner_zone_mae"].get(str(log["chosen_C"])), "eval": {"key_metric_name": "cv_zone_mae"}}
+        stats_file = output_dir / "stats_refit.json"
+        stats_file.write_text(json.dumps(stats, indent=2))
+        _atomic_copy(str(stats_file), self._stats_path)
+        return stats
 
     def pre_process(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
         """The training items: each labelled image with its six scores (images whose label gives no
