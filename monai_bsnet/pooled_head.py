@@ -17,6 +17,7 @@ for the six zones"): on the 138 public images it cross-validated better than eve
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,10 @@ __all__ = [
     "scores_and_groups",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
+    "frozen_stages_fingerprint",
+    "fit_samples_path",
+    "save_fit_samples",
+    "load_fit_samples",
     "refit_final_pooled_head",
 ]
 
@@ -300,9 +305,12 @@ def cross_validate_pooled_head(
     return summary
 
 
-def fit_final_pooled_head(datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c_grid: Sequence[float] = C_GRID) -> dict[str, Any]:
+def fit_final_pooled_head(
+    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c_grid: Sequence[float] = C_GRID, samples_path: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Fit the pooled linear head on all of ``datalist`` (its L2 strength chosen by a patient-grouped
-    cross-validation of the same images) and put it into ``cache.bsnet``; returns the fit's log."""
+    cross-validation of the same images) and put it into ``cache.bsnet``; returns the fit's log. With
+    ``samples_path``, what it was fitted on is kept there (:func:`save_fit_samples`), for refits."""
     items = list(datalist)
     cache.build(items)
     features = pooled_zone_features(cache, items)
@@ -312,30 +320,70 @@ def fit_final_pooled_head(datalist: Sequence[Mapping[str, Any]], cache: FrozenSt
     classifier = regression_to_classifier(regression).to(head.boxes.device)
     head.classifiers = torch.nn.ModuleList([classifier] * NUM_ZONES)
     cache.bsnet.scoring = head
+    if samples_path is not None:
+        save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet))
     return log
 
 
+def frozen_stages_fingerprint(bsnet: torch.nn.Module) -> str:
+    """SHA-256 of every weight outside the scoring stage, rounded to half precision: equal for the
+    frozen stages of a checkpoint and of its half-precision export, so it says which encoder,
+    segmentation and alignment pooled zone vectors were computed with."""
+    digest = hashlib.sha256()
+    for name, value in sorted(bsnet.state_dict().items()):
+        if not name.startswith("scoring."):
+            value = value.detach().cpu()
+            digest.update(name.encode() + (value.half() if value.is_floating_point() else value).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fit_samples_path(weights: str | os.PathLike) -> Path:
+    """Where the fit samples of a checkpoint are kept: beside it, ``<name>_fit_samples.npz``."""
+    return Path(weights).with_name(f"{Path(weights).stem}_fit_samples.npz")
+
+
+def save_fit_samples(path: str | os.PathLike, features: np.ndarray, scores: np.ndarray, c: float, fingerprint: str) -> None:
+    """Keep what a pooled head was fitted on, so that it can be fitted again with more images: the
+    pooled zone vectors of every cached copy (half precision, about 17 MB for the 138 public images),
+    the zone scores, the inverse L2 strength and the :func:`frozen_stages_fingerprint` (written atomically)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(partial, features=features.astype(np.float16), scores=np.asarray(scores, dtype=np.int8), c=c, fingerprint=fingerprint)
+    os.replace(partial, path)
+
+
+def load_fit_samples(path: str | os.PathLike) -> dict[str, Any]:
+    """What :func:`save_fit_samples` kept: ``features`` (float32), ``scores``, ``c``, ``fingerprint``."""
+    with np.load(path) as kept:
+        return {"features": kept["features"].astype(np.float32), "scores": kept["scores"].astype(np.int64), "c": float(kept["c"]),
+                "fingerprint": str(kept["fingerprint"])}
+
+
 def refit_final_pooled_head(
-    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c: float | None = None, c_grid: Sequence[float] = REFIT_C_GRID
+    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, fit_samples: Mapping[str, Any], c: float | None = None
 ) -> dict[str, Any]:
-    """Refit ``cache.bsnet``'s pooled linear zone classifier on ``datalist`` towards itself
-    (:func:`refit_towards`), its strength ``c`` chosen by :func:`choose_refit_strength` unless given,
-    and put the refitted classifier into ``cache.bsnet``; returns the fit's log. The retraining of the
-    MONAI Label app: the fitted classifier learns from a site's labels without forgetting the images it
-    was fitted on, and keeps its form (a logistic regression) and its settings' meaning."""
-    head: ZoneScoringHead = cache.bsnet.scoring
-    if head.zone_classifier != "pooled_linear":
-        raise ValueError(f"a refit needs the pooled linear zone classifier, this network has the {head.zone_classifier!r} head")
+    """Fit ``cache.bsnet``'s pooled linear zone classifier again, on the images it was fitted on
+    (``fit_samples``, :func:`load_fit_samples`) and ``datalist``'s together, with their inverse L2
+    strength unless ``c`` is given; put it into ``cache.bsnet``; return the fit's log.
+
+    The retraining of the MONAI Label app: a site's labelled images join the public ones, so a few
+    labels move the classifier a little and many move it far, and nothing fitted before is forgotten.
+    The fit samples must come from the same frozen stages as ``cache.bsnet``'s (their fingerprint).
+    """
+    if cache.bsnet.scoring.zone_classifier != "pooled_linear":
+        raise ValueError(f"a refit needs the pooled linear zone classifier, this network has the {cache.bsnet.scoring.zone_classifier!r} head")
+    if fit_samples["fingerprint"] != frozen_stages_fingerprint(cache.bsnet):
+        raise ValueError("the fit samples were computed with other frozen stages than this network's: they cannot be refitted with")
     items = list(datalist)
     cache.build(items)
     features = pooled_zone_features(cache, items)
-    scores, groups = scores_and_groups(items)
+    scores, _ = scores_and_groups(items)
+    public = fit_samples["features"]
+    c = fit_samples["c"] if c is None else c
     start = time.perf_counter()
-    prior, images = head.classifiers[0], range(len(items))
-    errors: dict[float, float] = {}
-    if c is None:
-        c, errors = choose_refit_strength(prior, features, scores, groups, images, c_grid)
-    refitted = refit_towards(prior, *zone_samples(features, scores, images, range(features.shape[1])), c)
-    head.classifiers = torch.nn.ModuleList([refitted.to(head.boxes.device)] * NUM_ZONES)
-    return {"n_train": len(items), "n_patients": len(set(groups)), "chosen_C": c, "inner_zone_mae": {str(k): v for k, v in errors.items()},
-            "fit_seconds": round(time.perf_counter() - start, 1)}
+    x_site, y_site = zone_samples(features, scores, range(len(items)), range(features.shape[1]))
+    x_public, y_public = zone_samples(public, fit_samples["scores"], range(len(public)), range(public.shape[1]))
+    regression = fit_zone_regression(np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site]), c)
+    head: ZoneScoringHead = cache.bsnet.scoring
+    head.classifiers = torch.nn.ModuleList([regression_to_classifier(regression).to(head.boxes.device)] * NUM_ZONES)
+    return {"n_train": len(items), "n_fit_samples_images": len(public), "C": c, "fit_seconds": round(time.perf_counter() - start, 1)}

@@ -27,7 +27,10 @@ from monai_bsnet.pooled_head import (
     fit_final_pooled_head,
     fit_zone_regression,
     pooled_zone_features,
+    frozen_stages_fingerprint,
+    load_fit_samples,
     refit_final_pooled_head,
+    regression_probabilities,
     refit_towards,
     regression_to_classifier,
     zone_samples,
@@ -216,17 +219,28 @@ def test_the_pooled_feature_cache_holds_what_the_full_cache_pools(tmp_path, scor
     assert list(torch.load(pooled.path(scored_samples[0]), weights_only=True)) == ["pooled"]  # nothing else is kept
 
 
-def test_a_refit_of_the_network_starts_from_its_own_classifier(tmp_path, scored_samples, untrained_bsnet):
+def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on(tmp_path, scored_samples, untrained_bsnet):
     cache = PooledFeatureCache(untrained_bsnet, tmp_path / "pooled", n_draws=1, image_size=SIZE)
     with pytest.raises(ValueError, match="needs the pooled linear zone classifier"):
-        refit_final_pooled_head(scored_samples, cache)
-    fit_final_pooled_head(scored_samples, cache, c_grid=(0.1,))
+        refit_final_pooled_head(scored_samples, cache, {})
+    samples_path = tmp_path / "model_fit_samples.npz"
+    fit_final_pooled_head(scored_samples[:4], cache, c_grid=(0.1,), samples_path=samples_path)
+    kept = load_fit_samples(samples_path)
+    assert kept["features"].shape == (4, 4, 6, 1920) and kept["c"] == 0.1
+    assert kept["fingerprint"] == frozen_stages_fingerprint(untrained_bsnet)
+    assert not list(tmp_path.glob("*.partial*"))  # written atomically
+
+    log = refit_final_pooled_head(scored_samples[4:], cache, kept)
+    assert log["n_train"] == 2 and log["n_fit_samples_images"] == 4 and log["C"] == 0.1
     features = pooled_zone_features(cache, scored_samples)
-    shipped = classifier_probabilities(untrained_bsnet.scoring.classifiers[0], features, range(6))
-    log = refit_final_pooled_head(scored_samples[:4], cache, c=0.0)  # strength 0: the classifier as it was
-    assert log["chosen_C"] == 0.0 and log["n_train"] == 4 and log["inner_zone_mae"] == {}
-    np.testing.assert_allclose(classifier_probabilities(untrained_bsnet.scoring.classifiers[0], features, range(6)), shipped, atol=1e-6)
-    log = refit_final_pooled_head(scored_samples[:4], cache, c_grid=(0.0, 1.0))
-    assert log["chosen_C"] in (0.0, 1.0) and set(log["inner_zone_mae"]) == {"0.0", "1.0"}
-    classifiers = untrained_bsnet.scoring.classifiers
-    assert all(c is classifiers[0] for c in classifiers)  # one classifier for the six zones, as the fit gives
+    scores = np.array([item["label"] for item in scored_samples])
+    together = np.concatenate([kept["features"], features[4:]])  # the kept four (half precision) and the two new
+    expected = fit_zone_regression(*zone_samples(together, scores, range(6), range(4)), 0.1)
+    got = classifier_probabilities(untrained_bsnet.scoring.classifiers[0], together, range(6))
+    np.testing.assert_allclose(got, regression_probabilities(expected, together, range(6))[0], atol=1e-4)
+    assert all(c is untrained_bsnet.scoring.classifiers[0] for c in untrained_bsnet.scoring.classifiers)
+
+    with torch.no_grad():  # other frozen stages: their pooled vectors do not mix with the kept ones
+        untrained_bsnet.encoder.layer1[0].conv1.weight.mul_(2)
+    with pytest.raises(ValueError, match="other frozen stages"):
+        refit_final_pooled_head(scored_samples[4:], cache, kept)

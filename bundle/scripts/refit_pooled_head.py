@@ -1,4 +1,4 @@
-"""Retraining the pooled head on a site's labels: refit towards the shipped fit, or gradient fine-tuning?
+"""Retraining the pooled head on a site's labels: which way keeps what it learned and learns the site's?
 
 The MONAI Label app retrains the served model on the radiologists' corrections. This experiment
 simulates a site on the folds of ``cv:pooled``: in each fold the training patients are split in two
@@ -9,12 +9,13 @@ seeded order) are the site's labelled images. The held-out fold is scored after 
 - ``prior``: no retraining;
 - ``fine_tune``: the app's gradient fine-tuning (``finetune_pooled_head.fine_tune``: AdamW at 1e-4, 20
   epochs, a patient-wise 20% validation split choosing the epoch);
-- ``refit``: :func:`monai_bsnet.pooled_head.refit_towards` the prior, its strength chosen by
-  :func:`~monai_bsnet.pooled_head.choose_refit_strength` on the site's images (0, keeping the prior, is a
-  candidate);
+- ``refit_towards``: :func:`monai_bsnet.pooled_head.refit_towards` the prior (the L2 penalty centred
+  on the prior's weights), its strength chosen by :func:`~monai_bsnet.pooled_head.choose_refit_strength`
+  on the site's images (0, keeping the prior, is a candidate);
 - ``site_only``: the regression fitted on the site's images alone (its C chosen as ``cv:pooled`` does);
-- ``pooled``: fitted on the public half and the site's images together at the shipped C (0.001): what
-  a site could do if it had the public images and the means to refit them.
+- ``refit_with_public``: fitted on the public half and the site's images together at the shipped C
+  (0.001): the app's refit (:func:`~monai_bsnet.pooled_head.refit_final_pooled_head`), which has the
+  public images' pooled vectors beside the shipped weights.
 
 Two sites: one whose labels are the senior rater's (the held-out fold is scored against the senior),
 and one whose labels are the junior rater's (scored against the junior: a site that rates differently
@@ -48,7 +49,7 @@ from monai_bsnet.pooled_head import (
 from monai_bsnet.training import train_val_split
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
-METHODS = ("prior", "fine_tune", "refit", "site_only", "pooled")
+METHODS = ("prior", "fine_tune", "refit_towards", "site_only", "refit_with_public")
 SHIPPED_C = 0.001
 
 
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
                 out["fine_tune"][test_rows] = classifier_probabilities(tuned, features, test_rows)
 
                 c_refit, refit_errors = choose_refit_strength(prior, features, labels, groups, labelled)
-                out["refit"][test_rows] = classifier_probabilities(refit_towards(prior, *zone_samples(features, labels, labelled, copies), c_refit), features, test_rows)
+                out["refit_towards"][test_rows] = classifier_probabilities(refit_towards(prior, *zone_samples(features, labels, labelled, copies), c_refit), features, test_rows)
 
                 c_site, _ = choose_regularisation(features, labels, groups, labelled)
                 site_fit = fit_zone_regression(*zone_samples(features, labels, labelled, copies), c_site)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
                 x_public, y_public = zone_samples(features, senior, public, copies)
                 x_site, y_site = zone_samples(features, labels, labelled, copies)
                 both = fit_zone_regression(np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site]), SHIPPED_C)
-                out["pooled"][test_rows] = classifier_probabilities(regression_to_classifier(both), features, test_rows)
+                out["refit_with_public"][test_rows] = classifier_probabilities(regression_to_classifier(both), features, test_rows)
 
                 log = {"fold": k, "rater": rater, "site_size": n, "site_images": len(labelled), "public_images": len(public), "prior_C": c_prior,
                        "refit_C": c_refit, "refit_inner_zone_mae": {str(c): e for c, e in refit_errors.items()}, "site_only_C": c_site,

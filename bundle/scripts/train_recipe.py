@@ -12,7 +12,8 @@ resumes from its last epoch checkpoint when started again):
                       so the scoring stage must be fitted again (cv:pooled, final:pooled) on them
     cv:VARIANT        patient-grouped 5-fold cross-validation of one scoring recipe on brixia-public/
                       (``pooled``: the pooled linear zone classifier, fitted on cached frozen-stage outputs)
-    final:VARIANT     the shipped model: that recipe on all 138 images ("auto": the best cross-validated)
+    final:VARIANT     the shipped model: that recipe on all 138 images ("auto": the best cross-validated);
+                      ``pooled`` also keeps what it was fitted on in model_fit_samples.npz, for the app's refits
     cohen             Cohen et al.'s extent/opacity mapping fitted on the out-of-fold probabilities
     evaluate_final    the shipped model against both raters, training and inner-validation images apart
     evaluate_segmentation  the shipped model's lung Dice on the lungseg test split, raw and cleaned
@@ -256,10 +257,11 @@ def step_final(args, sched, models: Path, variant: str) -> dict:
     if variant == "auto":
         variant = best_variant(args.logs)
     if variant == POOLED:
-        from monai_bsnet.pooled_head import fit_final_pooled_head
+        from monai_bsnet.pooled_head import fit_final_pooled_head, fit_samples_path
 
         cache = frozen_stage_cache(args, sched, models)
-        log = fit_final_pooled_head(brixia(args), cache)
+        # what it is fitted on is kept beside it: the MONAI Label app refits it with a site's labels
+        log = fit_final_pooled_head(brixia(args), cache, samples_path=fit_samples_path(models / "model.pt"))
         torch.save(cache.bsnet.state_dict(), models / "model.pt")
         return {"variant": variant, "recipe": {"zone_classifier": "pooled_linear"}, "training": log}
     recipe = recipe_for(variant, sched)

@@ -9,7 +9,9 @@
 ``lung_threshold``     lung probability threshold (default 0.5)
 ``precision``          ``float32`` (default), ``bfloat16``, ``float16``
 ``train_threads``      CPU threads of a training (default: all cores but one)
-``max_epochs`` ...     defaults of the train task: ``max_epochs``, ``val_split``, ``learning_rate``,
+``method``             retraining: ``auto`` (default: ``refit`` for the shipped pooled zone
+                       classifier, ``fine_tune`` for a BS-Net head), ``refit`` or ``fine_tune``
+``max_epochs`` ...     defaults of the fine-tuning: ``max_epochs``, ``val_split``, ``learning_rate``,
                        ``image_size``, ``train_batch_size``, ``val_batch_size``
 ``explain_method``     ``gradcam`` (default) or ``occlusion``: the method of infer ``bsnet_explain``
 ``entropy_max_new``    images ``bsnet_entropy`` scores per call at most (default 32)
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 FINE_TUNED = "bsnet.pt"
 
 _TRAIN_OPTIONS = {
+    "method": str,
     "max_epochs": int,
     "val_split": float,
     "learning_rate": float,
