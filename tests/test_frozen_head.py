@@ -24,6 +24,7 @@ from monai_bsnet.frozen_head import (
     train_final_head,
     train_head,
 )
+from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import zone_mae
 from monai_bsnet.networks import BSNet
 
@@ -193,6 +194,20 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     run = json.loads((tmp_path / "finetune.json").read_text())["runs"]["0.001"]
     assert run["zone_mae_fitted"] == pytest.approx(probes["shared"]["zone_mae"], abs=1e-4)
     assert 0 <= run["zone_mae_fine_tuned"] <= 3 and [f["best_epoch"] in (1, 2) for f in run["folds"]] == [True, True]
+
+
+def test_the_retraining_experiment_scores_every_way_of_retraining_for_both_raters(tmp_path, shared_data, untrained_bsnet):
+    items = brixia_public_datalist(shared_data / "brixia-public")[:24]  # enough for two scores in every inner fold
+    FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE).build(items)
+    refit = [sys.executable, str(REPO / "bundle" / "scripts" / "refit_pooled_head.py"), "--data", str(shared_data), "--cache",
+             str(tmp_path / "cache"), "--out", str(tmp_path / "refit.json"), "--limit", "24", "--folds", "2", "--site-sizes", "4", "0"]
+    subprocess.run(refit, check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "refit.json").read_text())
+    assert set(result["summary"]) == {f"{rater}, {size}" for rater in ("senior", "junior") for size in ("4 site images", "the whole site half")}
+    for rows in result["summary"].values():
+        assert all(0 <= rows[method]["zone_mae"] <= 3 and len(rows[method]["zone_mae_per_fold"]) == 2 for method in result["methods"])
+    # no retraining gives the same held-out scores whatever the site
+    assert len({rows["prior"]["zone_mae"] for key, rows in result["summary"].items() if key.startswith("senior")}) == 1
 
 
 def test_recipe_extras_override_train_json(tmp_path, scored_samples, untrained_bsnet):

@@ -147,6 +147,8 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     assert final["variant"] == "pooled" and final["training"]["n_train"] == 8
     shipped = load_weights(BSNet(), models / "model.pt")
     assert shipped.scoring.zone_classifier == "pooled_linear"
+    kept = load_fit_samples(models / "model_fit_samples.npz")  # what the app's refit joins its images to
+    assert kept["features"].shape[:3] == (8, 4, 6) and kept["fingerprint"] == frozen_stages_fingerprint(shipped)
     evaluation = json.loads((tmp_path / "logs" / "evaluate_final.json").read_text())
     assert evaluation["all"]["n_images"] == 8 and "inner_validation" not in evaluation
 

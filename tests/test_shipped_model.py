@@ -14,6 +14,15 @@ import torch
 
 from monai_bsnet.cli import default_weights, main
 from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.pooled_head import (
+    classifier_probabilities,
+    fit_samples_path,
+    fit_zone_regression,
+    frozen_stages_fingerprint,
+    load_fit_samples,
+    regression_to_classifier,
+    zone_samples,
+)
 from monai_bsnet.severity import mapping_beside
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
@@ -27,6 +36,19 @@ def test_the_default_weights_are_the_shipped_file_stored_in_half_precision_and_l
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     network = load_weights(BSNet(), WEIGHTS)
     assert all(p.dtype == torch.float32 for p in network.parameters())
+
+
+def test_the_fit_samples_beside_the_weights_are_what_their_zone_classifier_was_fitted_on():
+    """The MONAI Label app refits the shipped classifier on these samples plus a site's images: fitted
+    alone, they must give back the shipped classifier."""
+    samples = load_fit_samples(fit_samples_path(WEIGHTS))
+    network = load_weights(BSNet(), WEIGHTS)
+    assert samples["fingerprint"] == frozen_stages_fingerprint(network)
+    assert samples["features"].shape == (138, 6, 6, 1920) and samples["c"] == json.loads((BUNDLE / "logs" / "final.json").read_text())["training"]["chosen_C"]
+    features, scores = samples["features"], samples["scores"]
+    refitted = regression_to_classifier(fit_zone_regression(*zone_samples(features, scores, range(138), range(6)), samples["c"]))
+    difference = classifier_probabilities(refitted, features, range(138)) - classifier_probabilities(network.scoring.classifiers[0], features, range(138))
+    assert abs(difference).max() < 0.005  # measured 0.0013: the features are kept in half precision
 
 
 def test_the_model_card_quotes_the_shipped_files_checksum_and_the_logged_numbers():
