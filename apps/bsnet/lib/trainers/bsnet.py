@@ -11,7 +11,8 @@ shipped fit's L2 strength (:func:`monai_bsnet.pooled_head.refit_final_pooled_hea
 the classifier a little, many move it far, and the public images are not forgotten. The labelled
 images' vectors (6 copies each: the plain image, two of the bundle's augmentations and their mirrors,
 as the shipped fit) are kept in ``<model_dir>/pooled_features`` at 0.3 MB an image, so that the next
-refit computes only the new images. Every refit starts again from the base weights with all of the
+refit computes only the new images (kept by image file name: an image replaced under the same name
+keeps its old vectors until that folder is deleted). Every refit starts again from the base weights with all of the
 datastore's labels, so retrainings do not drift. Minutes on a CPU, most of it the frozen stages on
 the new images. On the public images, in a simulated site, this gave a lower zone MAE than the fine-tuning and than
 no retraining at every site size tried (``bundle/docs/experiments.md``, "Retraining on a site's labels").
