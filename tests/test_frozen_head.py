@@ -196,7 +196,7 @@ def test_the_recipe_script_runs_cross_validation_and_the_final_model_on_the_cach
     assert 0 <= run["zone_mae_fine_tuned"] <= 3 and [f["best_epoch"] in (1, 2) for f in run["folds"]] == [True, True]
 
 
-def test_the_retraining_experiment_scores_every_way_of_retraining_for_both_raters(tmp_path, shared_data, untrained_bsnet):
+def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_path, shared_data, untrained_bsnet):
     items = brixia_public_datalist(shared_data / "brixia-public")[:24]  # enough for two scores in every inner fold
     FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE).build(items)
     refit = [sys.executable, str(REPO / "bundle" / "scripts" / "refit_pooled_head.py"), "--data", str(shared_data), "--cache",
@@ -208,6 +208,13 @@ def test_the_retraining_experiment_scores_every_way_of_retraining_for_both_rater
         assert all(0 <= rows[method]["zone_mae"] <= 3 and len(rows[method]["zone_mae_per_fold"]) == 2 for method in result["methods"])
     # no retraining gives the same held-out scores whatever the site
     assert len({rows["prior"]["zone_mae"] for key, rows in result["summary"].items() if key.startswith("senior")}) == 1
+    # the learning curve on the same cache: all the training images are used where asked, fewer where not
+    curve = [sys.executable, str(REPO / "bundle" / "scripts" / "learning_curve.py"), "--data", str(shared_data), "--cache",
+             str(tmp_path / "cache"), "--out", str(tmp_path / "curve.json"), "--limit", "24", "--folds", "2", "--sizes", "6", "0", "--orders", "2"]
+    subprocess.run(curve, check=True, capture_output=True, timeout=600)
+    points = json.loads((tmp_path / "curve.json").read_text())["curve"]
+    assert points["6"]["training_images_per_fold"] == [6, 6] and min(points["all"]["training_images_per_fold"]) >= 10
+    assert points["all"]["zone_mae_range"][0] == points["all"]["zone_mae_range"][1]  # all images: every order fits the same
 
 
 def test_recipe_extras_override_train_json(tmp_path, scored_samples, untrained_bsnet):
