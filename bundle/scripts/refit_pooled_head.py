@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from finetune_pooled_head import fine_tune
+from learning_curve import patient_order
 
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.data import brixia_public_datalist
@@ -56,8 +57,8 @@ SHIPPED_C = 0.001
 def halves(train_rows: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The training images split by patient into the public half and the site half (site images in
     the seeded patient order, so that the first N are whole patients where N allows)."""
-    patients = np.random.default_rng(seed).permutation(sorted(set(groups[train_rows])))
-    ordered = np.concatenate([train_rows[groups[train_rows] == p] for p in patients])
+    ordered = patient_order(train_rows, groups, seed)
+    patients = list(dict.fromkeys(groups[ordered]))
     public_patients = set(patients[: len(patients) // 2])
     public = np.array([i for i in ordered if groups[i] in public_patients])
     return public, np.array([i for i in ordered if groups[i] not in public_patients])
