@@ -18,16 +18,15 @@ About 2 min to pool the cache of the 138 images, then under a minute per learnin
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pooled_experiments import experiment_parser, pooled_public_images
+
 from monai_bsnet.cross_validation import patient_fold_indices
-from monai_bsnet.data import brixia_public_datalist
-from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.losses import BrixiaScoreLoss
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.pooled_head import (
@@ -38,13 +37,6 @@ from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 zone_mae = METRICS["zone_mae"]
-
-
-def probabilities(layer: torch.nn.Module, features: np.ndarray, images) -> np.ndarray:
-    """(n, 6, 4) zone probabilities of the plain copies of ``images``."""
-    with torch.no_grad():
-        x = torch.as_tensor(features[np.asarray(images), 0].reshape(-1, features.shape[-1]))
-        return torch.softmax(layer(x), -1).numpy().reshape(len(images), NUM_ZONES, NUM_SCORES)
 
 
 def fine_tune(layer, features, scores, train, val, learning_rate: float, epochs: int, seed: int) -> tuple[int, float]:
@@ -66,7 +58,7 @@ def fine_tune(layer, features, scores, train, val, learning_rate: float, epochs:
             loss.backward()
             optimizer.step()
         schedule.step()
-        error = zone_mae(probabilities(layer, features, val), scores[val])
+        error = zone_mae(classifier_probabilities(layer, features, val), scores[val])
         if error < best[0]:
             best = (error, epoch, {k: v.clone() for k, v in layer.state_dict().items()})
     layer.load_state_dict(best[2])
@@ -74,19 +66,11 @@ def fine_tune(layer, features, scores, train, val, learning_rate: float, epochs:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py (built)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 1e-4, 1e-5])
     parser.add_argument("--epochs", type=int, default=20, help="the app's default max_epochs")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    cache = FrozenStageCache.built(args.cache)
-    features = pooled_zone_features(cache, items)
-    scores, groups = scores_and_groups(items)
+    items, cache, features, scores, groups = pooled_public_images(args)
     row = {item["image"]: i for i, item in enumerate(items)}  # for the inner split, which returns items
     result = {"n_images": len(items), "epochs": args.epochs, "cache": cache.settings, "runs": {}}
     for learning_rate in args.learning_rates:
@@ -95,11 +79,11 @@ def main(argv=None) -> int:
         for k, (train_rows, test_rows) in enumerate(patient_fold_indices(items, args.folds)):
             c, _ = choose_regularisation(features, scores, groups, train_rows)
             layer = regression_to_classifier(fit_zone_regression(*zone_samples(features, scores, train_rows, range(features.shape[1])), c))
-            fitted[test_rows] = probabilities(layer, features, test_rows)
+            fitted[test_rows] = classifier_probabilities(layer, features, test_rows)
             inner_train, inner_val = train_val_split([items[i] for i in train_rows], 0.2, 0)
             epoch, val_error = fine_tune(layer, features, scores, [row[i["image"]] for i in inner_train], [row[i["image"]] for i in inner_val],
                                          learning_rate, args.epochs, k)
-            tuned[test_rows] = probabilities(layer, features, test_rows)
+            tuned[test_rows] = classifier_probabilities(layer, features, test_rows)
             folds.append({"fold": k, "chosen_C": c, "best_epoch": epoch, "zone_mae_fitted": round(zone_mae(fitted[test_rows], scores[test_rows]), 4),
                           "zone_mae_fine_tuned": round(zone_mae(tuned[test_rows], scores[test_rows]), 4)})
         result["runs"][str(learning_rate)] = {"zone_mae_fitted": round(zone_mae(fitted, scores), 4), "zone_mae_fine_tuned": round(zone_mae(tuned, scores), 4),

@@ -14,45 +14,28 @@ About 2 min to pool the cache of the 138 images, then a few minutes on two cores
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
+from pooled_experiments import experiment_parser, patient_order, pooled_public_images
+
 from monai_bsnet.cross_validation import patient_fold_indices
-from monai_bsnet.data import brixia_public_datalist
-from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
-from monai_bsnet.pooled_head import (
-    classifier_probabilities, fit_zone_regression, pooled_zone_features, regression_to_classifier, scores_and_groups, zone_samples,
-)
+from monai_bsnet.pooled_head import classifier_probabilities, fit_zone_regression, regression_to_classifier, zone_samples
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 SHIPPED_C = 0.001
 
 
-def patient_order(rows: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """``rows`` reordered patient by patient, the patients in a seeded order."""
-    patients = np.random.default_rng(seed).permutation(sorted(set(groups[rows])))
-    return np.concatenate([rows[groups[rows] == p] for p in patients])
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py (built)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[14, 28, 55, 83, 0], help="training images per fold; 0: all of them")
     parser.add_argument("--orders", type=int, default=3, help="seeded patient orders per size")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    features = pooled_zone_features(FrozenStageCache.built(args.cache), items)
-    scores, groups = scores_and_groups(items)
+    items, _, features, scores, groups = pooled_public_images(args)
     folds = list(patient_fold_indices(items, args.folds))
     curve = {}
     for n in args.sizes:

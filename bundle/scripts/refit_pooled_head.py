@@ -29,7 +29,6 @@ About 2 min to pool the cache of the 138 images, then a few minutes on two cores
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -37,15 +36,13 @@ from pathlib import Path
 
 import numpy as np
 from finetune_pooled_head import fine_tune
-from learning_curve import patient_order
+from pooled_experiments import experiment_parser, patient_order, pooled_public_images
 
 from monai_bsnet.cross_validation import patient_fold_indices
-from monai_bsnet.data import brixia_public_datalist
-from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.pooled_head import (
-    choose_refit_strength, choose_regularisation, classifier_probabilities, fit_zone_regression, pooled_zone_features,
-    refit_towards, regression_to_classifier, scores_and_groups, zone_samples,
+    choose_refit_strength, choose_regularisation, classifier_probabilities, fit_zone_regression, 
+    refit_towards, regression_to_classifier, zone_samples,
 )
 from monai_bsnet.training import train_val_split
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -65,18 +62,11 @@ def halves(train_rows: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.nd
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py (built)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--site-sizes", type=int, nargs="+", default=[8, 16, 32, 0], help="0: the whole site half")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    features = pooled_zone_features(FrozenStageCache.built(args.cache), items)
-    senior, groups = scores_and_groups(items)
+    items, _, features, senior, groups = pooled_public_images(args)
     raters = {"senior": senior, "junior": np.array([item["label_junior"] for item in items])}
     row = {item["image"]: i for i, item in enumerate(items)}
     copies = range(features.shape[1])

@@ -26,7 +26,6 @@ About 2 min to pool the cache of the 138 images and 5 min for the probes on two 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -34,11 +33,11 @@ import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GroupKFold
 
+from pooled_experiments import experiment_parser, pooled_public_images
+
 from monai_bsnet.cross_validation import patient_fold_indices, prediction_rows
-from monai_bsnet.data import brixia_public_datalist
-from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, pooled_zone_features, scores_and_groups, zone_samples
+from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, zone_samples
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
@@ -79,18 +78,10 @@ def nested_cross_validation(features, scores, groups, folds, grouping: str) -> t
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py --schedule cpu_cached")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
+    parser = experiment_parser(__doc__)
     args = parser.parse_args(argv)
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    scores, groups = scores_and_groups(items)
+    items, cache, features, scores, groups = pooled_public_images(args)
     folds = patient_fold_indices(items, args.folds)
-    cache = FrozenStageCache.built(args.cache)
-    features = pooled_zone_features(cache, items)
     result = {"n_images": len(items), "cache": cache.settings,
               "features": "per scale mean and max of the lung-weighted aligned zone crops (monai_bsnet.pooled_head)",
               "model": "StandardScaler + multinomial LogisticRegression, C chosen per fold from %s by 4-fold grouped search" % (C_GRID,)}

@@ -1,0 +1,41 @@
+"""What the experiments on the pooled head's cached features share (``finetune_pooled_head.py``,
+``refit_pooled_head.py``, ``learning_curve.py``, ``zone_probe.py``): their command line, their data
+(the public images' pooled zone vectors, read from a cache ``train_recipe.py`` built) and a seeded
+patient order."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_bsnet.data import brixia_public_datalist
+from monai_bsnet.frozen_head import FrozenStageCache
+from monai_bsnet.pooled_head import pooled_zone_features, scores_and_groups
+
+
+def experiment_parser(description: str) -> argparse.ArgumentParser:
+    """The options every such experiment has: ``--data``, ``--cache``, ``--out``, ``--folds``, ``--limit``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
+    parser.add_argument("--cache", type=Path, required=True, help="WORK/frozen_stages of train_recipe.py --schedule cpu_cached (built)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
+    return parser
+
+
+def pooled_public_images(args: argparse.Namespace) -> tuple[list[dict[str, Any]], FrozenStageCache, np.ndarray, np.ndarray, np.ndarray]:
+    """The brixia-public items, their cache, their pooled zone vectors (N, V, 6, 1920), scores and patient groups."""
+    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
+    cache = FrozenStageCache.built(args.cache)
+    scores, groups = scores_and_groups(items)
+    return items, cache, pooled_zone_features(cache, items), scores, groups
+
+
+def patient_order(rows: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """``rows`` reordered patient by patient, the patients in a seeded order."""
+    patients = np.random.default_rng(seed).permutation(sorted(set(groups[rows])))
+    return np.concatenate([rows[groups[rows] == p] for p in patients])
