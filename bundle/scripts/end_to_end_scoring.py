@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
     teacher = load_weights(BSNet(), args.weights).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    variants = [dict(v, epochs=args.epochs or v["epochs"]) for v in VARIANTS][: args.variants]
+    variants = [dict(v, epochs=args.epochs or v["epochs"]) for v in VARIANTS if not args.only or v["name"] in args.only][: args.variants]
     eval_epochs = sorted({e for e in EVAL_EPOCHS if e <= variants[0]["epochs"]} | {variants[0]["epochs"]})
     log = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__, "n_images": n,
            "fold_C": fold_c, "copies": args.copies, "batch": args.batch, "eval_epochs": eval_epochs, "variants": variants,
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> dict:
         table["folds_done"].append(fold)
 
     for variant in variants:
-        for k in range(5):
+        for k in args.folds:
             if over_budget():
                 log["stopped"] = f"time budget before {variant['name']} fold {k}"
                 save()
@@ -436,6 +436,49 @@ def final(args, log, teacher, variant, images, scores, scores_np, lung_u8, masks
     print(f"final: {entry}", flush=True)
 
 
+#: What ``collect`` keeps as out-of-fold predictions (the other evaluation epochs: numbers only).
+KEPT = {"epoch0": "cv_e2e_epoch0", "e2e_lr1e-4@30": "cv_e2e_lr1e-4", "e2e_lr1e-4+refit": "cv_e2e_lr1e-4_refit",
+        "e2e_lr3e-5@30": "cv_e2e_lr3e-5", "e2e_lr3e-5+refit": "cv_e2e_lr3e-5_refit"}
+
+
+def collect(logs: list[Path], packed: Path, out: Path) -> dict:
+    """Join the runs' logs (a later one fills folds an earlier one left), write ``out/<KEPT name>_predictions.json``
+    and ``.json`` (``summarise_predictions``) for every complete key of :data:`KEPT`, and ``out/e2e_summary.json``:
+    zone and global MAE of every key, run settings and timings, the all-image model's lung Dice."""
+    from monai_bsnet.cross_validation import prediction_rows, summarise_predictions
+
+    meta = json.loads((packed / "meta.json").read_text())
+    items = [{"image": f, "filename": f, "patient_id": pid, "label_senior": s, "label_junior": j}
+             for f, pid, s, j in zip(meta["filenames"], meta["patient_id"], meta["label_senior"], meta["label_junior"])]
+    runs = [json.loads(path.read_text()) for path in logs]
+    merged: dict[str, dict[str, list]] = {}
+    for run_log in runs:
+        for key, table in run_log["predictions"].items():
+            into = merged.setdefault(key, {"probabilities": [None] * len(items), "probabilities_tta": [None] * len(items)})
+            for form in into:
+                into[form] = [old if new is None else new for old, new in zip(into[form], table[form])]
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"runs": [{k: r.get(k) for k in ("device", "torch", "seconds", "stopped", "variants", "copies", "batch", "fold_C", "results")} for r in runs],
+                     "final": next((r["final"] for r in runs if "final" in r), None), "cross_validation": {}}
+    truth = np.array(meta["label_senior"])
+    for key, table in merged.items():
+        done = [i for i, p in enumerate(table["probabilities"]) if p is not None]
+        row = {"n": len(done)}
+        for form in table:
+            probs = np.array([table[form][i] for i in done])
+            suffix = "" if form == "probabilities" else "_tta"
+            row.update({f"zone_mae{suffix}": round(zone_mae(probs, truth[done]), 4), f"global_mae{suffix}": round(global_mae(probs, truth[done]), 3)})
+        summary["cross_validation"][key] = row
+        if key in KEPT and len(done) == len(items):
+            rows = prediction_rows(items, meta["fold"], np.array(table["probabilities"]), np.array(table["probabilities_tta"]))
+            (out / f"{KEPT[key]}_predictions.json").write_text(json.dumps(rows))
+            result = summarise_predictions(rows)
+            result.update(recipe=key, n_folds=5, training="end_to_end_scoring.py (see e2e_summary.json)")
+            (out / f"{KEPT[key]}.json").write_text(json.dumps(result, indent=1))
+    (out / "e2e_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -456,9 +499,18 @@ def main(argv=None) -> int:
     r.add_argument("--variants", type=int, default=len(VARIANTS), help="the first N variants")
     r.add_argument("--budget-s", type=float, default=420.0)
     r.add_argument("--no-final", action="store_true")
+    r.add_argument("--only", nargs="+", default=None, help="these variants (names) only, e.g. to finish a run the budget stopped")
+    r.add_argument("--folds", type=int, nargs="+", default=list(range(5)), help="these folds only")
     r.add_argument("--cpu", action="store_true")
+    c = sub.add_parser("collect")
+    c.add_argument("logs", type=Path, nargs="+", help="e2e_log.json of each run, in order")
+    c.add_argument("--packed", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "pack":
+    if args.command == "collect":
+        for key, row in collect(args.logs, args.packed, args.out)["cross_validation"].items():
+            print(f"{key:24s} n {row['n']:3d}  zone {row['zone_mae']:.3f} global {row['global_mae']:.2f}  tta {row['zone_mae_tta']:.3f} {row['global_mae_tta']:.2f}")
+    elif args.command == "pack":
         meta = pack(args.data, args.out, args.limit, args.image_size)
         print(f"packed {len(meta['filenames'])} images, {meta['n_lungseg']} lungseg test images: {(args.out / 'images.zip').stat().st_size / 2**20:.1f} MiB")
     else:
