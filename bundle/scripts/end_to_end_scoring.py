@@ -441,11 +441,12 @@ KEPT = {"epoch0": "cv_e2e_epoch0", "e2e_lr1e-4@30": "cv_e2e_lr1e-4", "e2e_lr1e-4
         "e2e_lr3e-5@30": "cv_e2e_lr3e-5", "e2e_lr3e-5+refit": "cv_e2e_lr3e-5_refit"}
 
 
-def collect(logs: list[Path], packed: Path, out: Path) -> dict:
+def collect(logs: list[Path], packed: Path, out: Path, baseline: Path | None = None) -> dict:
     """Join the runs' logs (a later one fills folds an earlier one left), write ``out/<KEPT name>_predictions.json``
     and ``.json`` (``summarise_predictions``) for every complete key of :data:`KEPT`, and ``out/e2e_summary.json``:
-    zone and global MAE of every key, run settings and timings, the all-image model's lung Dice."""
-    from monai_bsnet.cross_validation import prediction_rows, summarise_predictions
+    zone and global MAE of every key, run settings and timings, the all-image model's lung Dice, and each kept
+    run compared (paired patient bootstrap, ``compare_predictions``) with epoch 0 and with ``baseline``'s predictions."""
+    from monai_bsnet.cross_validation import compare_predictions, prediction_rows, summarise_predictions
 
     meta = json.loads((packed / "meta.json").read_text())
     items = [{"image": f, "filename": f, "patient_id": pid, "label_senior": s, "label_junior": j}
@@ -475,6 +476,16 @@ def collect(logs: list[Path], packed: Path, out: Path) -> dict:
             result = summarise_predictions(rows)
             result.update(recipe=key, n_folds=5, training="end_to_end_scoring.py (see e2e_summary.json)")
             (out / f"{KEPT[key]}.json").write_text(json.dumps(result, indent=1))
+    references = {"epoch0": out / f"{KEPT['epoch0']}_predictions.json"}
+    if baseline is not None:
+        references[baseline.name.removesuffix("_predictions.json")] = baseline
+    summary["comparisons"] = {}
+    for name in KEPT.values():
+        for reference, path in references.items():
+            candidate = out / f"{name}_predictions.json"
+            if path.is_file() and candidate.is_file() and candidate != path:
+                rows = json.loads(path.read_text()), json.loads(candidate.read_text())
+                summary["comparisons"][f"{name} vs {reference}"] = {key: compare_predictions(*rows, key) for key in ("probabilities", "probabilities_tta")}
     (out / "e2e_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -506,9 +517,10 @@ def main(argv=None) -> int:
     c.add_argument("logs", type=Path, nargs="+", help="e2e_log.json of each run, in order")
     c.add_argument("--packed", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--baseline", type=Path, default=None, help="out-of-fold predictions to compare with (cv_pooled_predictions.json)")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        for key, row in collect(args.logs, args.packed, args.out)["cross_validation"].items():
+        for key, row in collect(args.logs, args.packed, args.out, args.baseline)["cross_validation"].items():
             print(f"{key:24s} n {row['n']:3d}  zone {row['zone_mae']:.3f} global {row['global_mae']:.2f}  tta {row['zone_mae_tta']:.3f} {row['global_mae_tta']:.2f}")
     elif args.command == "pack":
         meta = pack(args.data, args.out, args.limit, args.image_size)
