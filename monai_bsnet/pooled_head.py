@@ -158,8 +158,8 @@ def regression_probabilities(regression: Pipeline, features: np.ndarray, images:
     """(n, 6, 4) zone probabilities of the plain copies (copy 0) of cached ``images``, and their average
     with the mirrored copies' (copy 1, zones swapped back), as the trained heads' test-time augmentation."""
     out = []
-    for copy in (0, 1):
-        x = features[np.asarray(images), copy].reshape(-1, features.shape[-1])
+    for view in (0, 1):
+        x = features[np.asarray(images), view].reshape(-1, features.shape[-1])
         probabilities = np.zeros((len(x), NUM_SCORES))
         probabilities[:, regression.classes_] = regression.predict_proba(x)
         out.append(probabilities.reshape(len(images), NUM_ZONES, NUM_SCORES))

@@ -55,7 +55,7 @@ from monai_bsnet.networks import BSNet, load_weights  # noqa: E402
 from monai_bsnet.networks.scoring import ZonePooling  # noqa: E402
 from monai_bsnet.pooled_head import fit_zone_regression, regression_to_classifier, zone_samples  # noqa: E402
 from monai_bsnet.transforms import LATERAL_ZONE_SWAP  # noqa: E402
-from monai_bsnet.zones import NUM_SCORES, NUM_ZONES  # noqa: E402
+from monai_bsnet.zones import NUM_ZONES  # noqa: E402
 
 #: What is compared, in this order; the first is the pre-registered one whose all-image model is the
 #: shipping candidate. lr: AdamW learning rate of encoder and classifier; distill: weight of the lung-map term.

@@ -19,7 +19,6 @@ About 2 min to pool the cache of the 138 images, then under a minute per learnin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,9 +28,7 @@ from pooled_experiments import experiment_parser, pooled_public_images
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.losses import BrixiaScoreLoss
 from monai_bsnet.metrics import METRICS
-from monai_bsnet.pooled_head import (
-    choose_regularisation, fit_zone_regression, pooled_zone_features, regression_to_classifier, scores_and_groups, zone_samples,
-)
+from monai_bsnet.pooled_head import classifier_probabilities, choose_regularisation, fit_zone_regression, regression_to_classifier, zone_samples
 from monai_bsnet.training import train_val_split
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES

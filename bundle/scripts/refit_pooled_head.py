@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 from finetune_pooled_head import fine_tune
@@ -41,8 +40,7 @@ from pooled_experiments import experiment_parser, patient_order, pooled_public_i
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.pooled_head import (
-    choose_refit_strength, choose_regularisation, classifier_probabilities, fit_zone_regression, 
-    refit_towards, regression_to_classifier, zone_samples,
+    choose_refit_strength, choose_regularisation, classifier_probabilities, fit_zone_regression, refit_towards, regression_to_classifier, zone_samples,
 )
 from monai_bsnet.training import train_val_split
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES

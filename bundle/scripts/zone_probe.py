@@ -27,7 +27,6 @@ About 2 min to pool the cache of the 138 images and 5 min for the probes on two 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from sklearn.dummy import DummyClassifier
