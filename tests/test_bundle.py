@@ -134,3 +134,22 @@ def test_sample_dicom_is_a_conformant_secondary_capture():
         pytest.skip("dicom3tools' dciodvfy is not installed")
     result = subprocess.run(["dciodvfy", str(sample)], capture_output=True, text=True)
     assert "Error" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_mirror_tta_reaches_the_records_from_bsnet_predict_and_the_bundle(checkpoint, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(sorted((REPO / "bundle" / "sample").glob("*.jpg"))[0], inputs)
+    cli = subprocess.run(
+        [sys.executable, "-m", "monai_bsnet.cli", "predict", str(inputs), "--output", str(tmp_path / "cli"), "--weights", str(checkpoint),
+         "--quiet", "--tta"], capture_output=True, text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"ckpt_path": str(checkpoint), "tta": True})
+    parser.get_parsed_content("predictor").run([inputs], tmp_path / "bundle", progress=False)
+    assert rows(tmp_path / "cli" / "results.csv") == rows(tmp_path / "bundle" / "results.csv")
+    for out in ("cli", "bundle"):
+        record = json.loads(next((tmp_path / out).glob("*.json")).read_text())
+        assert record["model"]["test_time_augmentation"] == "mirror"

@@ -135,3 +135,21 @@ def test_output_folder_inside_the_input_folder_is_not_rescored(predictor, tmp_pa
     assert [i.name for i in inputs] == ["a"]
     records = predictor.run([tmp_path], tmp_path / "out", progress=False)
     assert len(records) == 1
+
+
+def test_mirror_tta_averages_the_zone_probabilities_with_the_mirrors_swapped_back(sample_images):
+    from monai_bsnet.transforms import swap_zone_sides
+
+    torch.manual_seed(0)
+    network = BSNet().eval()
+    plain, tta = BrixiaPredictor(network), BrixiaPredictor(network, mirror_tta=True)
+    image = plain.preprocess(plain.load(sample_images[0]))[None].as_tensor()
+    ours, mirror, averaged = plain.forward(image), plain.forward(image.flip(-1)), tta.forward(image)
+    expected = (ours["zone_probabilities"] + swap_zone_sides(mirror["zone_probabilities"])) / 2
+    assert torch.allclose(averaged["zone_probabilities"], expected, atol=1e-6)
+    assert not torch.allclose(averaged["zone_probabilities"], ours["zone_probabilities"], atol=1e-3), "the mirror counts"
+    # lungs and zones are the image's own
+    assert torch.equal(averaged["lung"], ours["lung"]) and torch.equal(averaged["theta"], ours["theta"])
+    # an image and its mirror now get the same scores, side for side
+    flipped = tta.forward(image.flip(-1))["zone_probabilities"]
+    assert torch.allclose(flipped, swap_zone_sides(averaged["zone_probabilities"]), atol=1e-5)

@@ -24,7 +24,7 @@ from monai_bsnet.errors import CXRInputError
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
-from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, to_original_geometry
+from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, swap_zone_sides, to_original_geometry
 from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
 from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES, median_scores
 
@@ -99,6 +99,11 @@ class BrixiaPredictor:
         cohen_mapping: estimates Cohen et al.'s geographic extent (0-8) and opacity (0-6) from the
             zone probabilities (:class:`~monai_bsnet.severity.CohenSeverityMapping`; the bundle ships
             ``models/cohen_severity.json``). Without it both fields are null.
+        mirror_tta: test-time augmentation: also score the left-right mirror of each image and average
+            the zone probabilities with the mirror's, its zones swapped back (A-C <-> D-F). Twice the
+            network time; the lung mask and zone map stay those of the image itself. Cross-validated
+            with the shipped weights' recipe it lowered the zone MAE by 0.010-0.025 on three sets of
+            augmentation draws (model card, "Mirror test-time augmentation").
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class BrixiaPredictor:
         dicom_outputs: bool = False,
         explain: str | None = None,
         cohen_mapping: CohenSeverityMapping | None = None,
+        mirror_tta: bool = False,
     ) -> None:
         if precision not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {precision!r}")
@@ -128,6 +134,7 @@ class BrixiaPredictor:
             raise ValueError(f"explain must be None, 'occlusion' or 'gradcam', got {explain!r}")
         self.explain = explain
         self.cohen_mapping = cohen_mapping
+        self.mirror_tta = mirror_tta
         self.load, self.preprocess = LoadCXR(), cxr_preprocessing()
 
     # ---- one batch through the network --------------------------------------------------------------
@@ -135,10 +142,15 @@ class BrixiaPredictor:
     def forward(self, net_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Zone probabilities (B, 6, 4), lung probabilities (B, 1, h, w) and theta (B, 2, 3)."""
         autocast = self.precision != "float32"
+        images = net_inputs.to(self.device, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=getattr(torch, self.precision), enabled=autocast):
-            out = self.network.outputs(net_inputs.to(self.device, memory_format=torch.channels_last))
+            out = self.network.outputs(images)
+            mirrored = self.network.outputs(images.flip(-1)).zone_logits if self.mirror_tta else None
+        probabilities = torch.softmax(out.zone_logits.float(), dim=-1)
+        if mirrored is not None:
+            probabilities = (probabilities + swap_zone_sides(torch.softmax(mirrored.float(), dim=-1))) / 2
         return {
-            "zone_probabilities": torch.softmax(out.zone_logits.float(), dim=-1).cpu(),
+            "zone_probabilities": probabilities.cpu(),
             "lung": torch.sigmoid(out.lung_logits.float()).cpu(),
             "theta": out.theta.float().cpu(),
         }
@@ -164,7 +176,7 @@ class BrixiaPredictor:
         return {
             "input": str(item.path),
             "status": "ok",
-            "model": {"name": self.model_name, "version": self.model_version},
+            "model": {"name": self.model_name, "version": self.model_version, "test_time_augmentation": "mirror" if self.mirror_tta else None},
             "zones": zones,
             "global_score": int(sum(scores)),
             "global_expected": round(float(sum(expected)), 4),

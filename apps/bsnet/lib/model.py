@@ -68,12 +68,15 @@ class BrixiaModel:
             one that exists is used.
         lung_threshold: lung probability threshold of the masks.
         precision: network precision (``float32``, ``bfloat16``, ``float16``).
+        mirror_tta: score each image and its mirror and average the zone probabilities
+            (:class:`~monai_bsnet.inference.BrixiaPredictor`'s ``mirror_tta``).
     """
 
-    def __init__(self, paths: list[str], lung_threshold: float = 0.5, precision: str = "float32") -> None:
+    def __init__(self, paths: list[str], lung_threshold: float = 0.5, precision: str = "float32", mirror_tta: bool = False) -> None:
         self.paths = [str(p) for p in paths]
         self.lung_threshold = lung_threshold
         self.precision = precision
+        self.mirror_tta = mirror_tta
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[BrixiaPredictor, dict[str, Any]]] = {}
         self._warned = False
@@ -117,7 +120,7 @@ class BrixiaModel:
             }
             version = monai_bsnet.__version__ + ("+fine-tuned" if info["fine_tuned"] else "")
             predictor = BrixiaPredictor(
-                network, device=device, lung_threshold=self.lung_threshold, precision=self.precision,
+                network, device=device, lung_threshold=self.lung_threshold, precision=self.precision, mirror_tta=self.mirror_tta,
                 model_name="BS-Net (monai-bsnet, MONAI Label app)", model_version=version,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])

@@ -192,7 +192,7 @@ class BrixiaScoringTrain(BasicTrainTask):
         if method == "auto":
             base = self.model.paths[0]
             refittable = fit_samples_path(base).is_file() and zone_classifier_of(state_dict_from_checkpoint(base)) == "pooled_linear"
-            method = "refit" if refittable and not _as_bool(request.get("end_to_end", False)) else "fine_tune"
+            method = "refit" if refittable and not as_bool(request.get("end_to_end", False)) else "fine_tune"
         logger.info("retraining method: %s", method)
         return method
 
@@ -274,12 +274,12 @@ class BrixiaScoringTrain(BasicTrainTask):
             warn_random_weights(self.model.paths)
         bsnet = build_network(path)
         logger.info("fine-tuning from %s", path or "random initialisation")
-        end_to_end = _as_bool(context.request.get("end_to_end", False))
+        end_to_end = as_bool(context.request.get("end_to_end", False))
         bsnet.freeze([] if end_to_end else FROZEN_STAGES)
         return ZoneScorer(bsnet)
 
     def optimizer(self, context: Context) -> torch.optim.Optimizer:
-        end_to_end = _as_bool(context.request.get("end_to_end", False))
+        end_to_end = as_bool(context.request.get("end_to_end", False))
         lr = float(context.request.get("learning_rate", FINE_TUNING_LEARNING_RATE)) * (0.1 if end_to_end else 1.0)
         return torch.optim.AdamW(trainable_parameters(context.network), lr=lr, weight_decay=1e-4)
 
@@ -382,5 +382,6 @@ class BrixiaScoringTrain(BasicTrainTask):
         engine.add_event_handler(Events.EPOCH_COMPLETED, publisher)
 
 
-def _as_bool(value: Any) -> bool:
+def as_bool(value: Any) -> bool:
+    """A request or ``--conf`` flag: a bool as it is, or its text ("1", "true", "yes", "on")."""
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
