@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +67,11 @@ def test_pack_run_and_collect_on_a_few_images(tmp_path, shared_data):
     assert np.allclose(np.array([row["probabilities"] for row in rows]).sum(-1), 1, atol=1e-3)
     summary = json.loads((logs / "e2e_summary.json").read_text())
     assert summary["cross_validation"]["epoch0"]["n"] == 12 and summary["final"]["variant"] == "e2e_lr1e-4"
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_by_a_cosine():
+    factor = end_to_end_scoring.learning_rate_factor
+    assert [factor(s, 100, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4, 100, 4) == 1.0 and factor(52, 100, 4) == pytest.approx(0.5) and factor(100, 100, 4) == pytest.approx(0.0)
+    # without warm-up: the plain cosine of stop 21's runs
+    assert [factor(s, 10) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0])

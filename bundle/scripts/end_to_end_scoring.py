@@ -58,11 +58,16 @@ from monai_bsnet.transforms import LATERAL_ZONE_SWAP  # noqa: E402
 from monai_bsnet.zones import NUM_ZONES  # noqa: E402
 
 #: What is compared, in this order; the first is the pre-registered one whose all-image model is the
-#: shipping candidate. lr: AdamW learning rate of encoder and classifier; distill: weight of the lung-map term.
+#: shipping candidate. lr: AdamW learning rate of encoder and classifier; distill: weight of the lung-map
+#: term; warmup: epochs of linear learning-rate warm-up before the cosine decay (0: none).
+#: The first three ran in stop 21 (``logs/end_to_end_experiment``); the warm-up variants are the next
+#: run's (``--only e2e_warm_lr1e-4_d5 ...``), after its first epochs' loss jump and its lung Dice loss.
 VARIANTS = [
-    {"name": "e2e_lr1e-4", "lr": 1e-4, "epochs": 30, "distill": 1.0},
-    {"name": "e2e_lr3e-5", "lr": 3e-5, "epochs": 30, "distill": 1.0},
-    {"name": "e2e_lr3e-4", "lr": 3e-4, "epochs": 30, "distill": 1.0},
+    {"name": "e2e_lr1e-4", "lr": 1e-4, "epochs": 30, "distill": 1.0, "warmup": 0},
+    {"name": "e2e_lr3e-5", "lr": 3e-5, "epochs": 30, "distill": 1.0, "warmup": 0},
+    {"name": "e2e_lr3e-4", "lr": 3e-4, "epochs": 30, "distill": 1.0, "warmup": 0},
+    {"name": "e2e_warm_lr1e-4_d5", "lr": 1e-4, "epochs": 30, "distill": 5.0, "warmup": 3},
+    {"name": "e2e_warm_lr3e-4_d5", "lr": 3e-4, "epochs": 30, "distill": 5.0, "warmup": 3},
 ]
 EVAL_EPOCHS = (5, 10, 20, 30)
 
@@ -254,6 +259,14 @@ def trainable_copy(teacher: BSNet) -> BSNet:
     return net
 
 
+def learning_rate_factor(step: int, steps: int, warmup: int = 0) -> float:
+    """Multiplier of the learning rate at optimiser step ``step`` of ``steps``: a linear warm-up over the
+    first ``warmup`` steps, then a cosine decay to 0 over the rest."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, steps - warmup) / max(steps - warmup, 1)))
+
+
 def train_epochs(
     net: BSNet, teacher: BSNet, images: torch.Tensor, scores: torch.Tensor, variant: dict, seed: int, batch: int,
     on_epoch=None,
@@ -262,8 +275,9 @@ def train_epochs(
     generator = torch.Generator(device=images.device).manual_seed(seed)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=variant["lr"], weight_decay=1e-4)
-    steps = variant["epochs"] * math.ceil(len(images) / batch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    per_epoch = math.ceil(len(images) / batch)
+    steps, warmup = variant["epochs"] * per_epoch, variant.get("warmup", 0) * per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, steps, warmup))
     score_loss = BrixiaScoreLoss(mae_weight=1.0)
     losses = []
     for epoch in range(1, variant["epochs"] + 1):
@@ -436,14 +450,20 @@ def final(args, log, teacher, variant, images, scores, scores_np, lung_u8, masks
     print(f"final: {entry}", flush=True)
 
 
-#: What ``collect`` keeps as out-of-fold predictions (the other evaluation epochs: numbers only).
-KEPT = {"epoch0": "cv_e2e_epoch0", "e2e_lr1e-4@30": "cv_e2e_lr1e-4", "e2e_lr1e-4+refit": "cv_e2e_lr1e-4_refit",
-        "e2e_lr3e-5@30": "cv_e2e_lr3e-5", "e2e_lr3e-5+refit": "cv_e2e_lr3e-5_refit"}
+def kept_runs(runs: list[dict]) -> dict[str, str]:
+    """What ``collect`` keeps as out-of-fold predictions, prediction key -> file stem: epoch 0, and each
+    variant's last epoch and ``+refit`` (the other evaluation epochs: numbers only)."""
+    kept = {"epoch0": "cv_e2e_epoch0"}
+    for run_log in runs:
+        for variant in run_log["variants"]:
+            kept[f"{variant['name']}@{variant['epochs']}"] = f"cv_{variant['name']}"
+            kept[f"{variant['name']}+refit"] = f"cv_{variant['name']}_refit"
+    return kept
 
 
 def collect(logs: list[Path], packed: Path, out: Path, baseline: Path | None = None) -> dict:
-    """Join the runs' logs (a later one fills folds an earlier one left), write ``out/<KEPT name>_predictions.json``
-    and ``.json`` (``summarise_predictions``) for every complete key of :data:`KEPT`, and ``out/e2e_summary.json``:
+    """Join the runs' logs (a later one fills folds an earlier one left), write ``out/<kept name>_predictions.json``
+    and ``.json`` (``summarise_predictions``) for every complete key of :func:`kept_runs`, and ``out/e2e_summary.json``:
     zone and global MAE of every key, run settings and timings, the all-image model's lung Dice, and each kept
     run compared (paired patient bootstrap, ``compare_predictions``) with epoch 0 and with ``baseline``'s predictions."""
     from monai_bsnet.cross_validation import compare_predictions, prediction_rows, summarise_predictions
@@ -452,6 +472,7 @@ def collect(logs: list[Path], packed: Path, out: Path, baseline: Path | None = N
     items = [{"image": f, "filename": f, "patient_id": pid, "label_senior": s, "label_junior": j}
              for f, pid, s, j in zip(meta["filenames"], meta["patient_id"], meta["label_senior"], meta["label_junior"])]
     runs = [json.loads(path.read_text()) for path in logs]
+    kept = kept_runs(runs)
     merged: dict[str, dict[str, list]] = {}
     for run_log in runs:
         for key, table in run_log["predictions"].items():
@@ -470,17 +491,17 @@ def collect(logs: list[Path], packed: Path, out: Path, baseline: Path | None = N
             suffix = "" if form == "probabilities" else "_tta"
             row.update({f"zone_mae{suffix}": round(zone_mae(probs, truth[done]), 4), f"global_mae{suffix}": round(global_mae(probs, truth[done]), 3)})
         summary["cross_validation"][key] = row
-        if key in KEPT and len(done) == len(items):
+        if key in kept and len(done) == len(items):
             rows = prediction_rows(items, meta["fold"], np.array(table["probabilities"]), np.array(table["probabilities_tta"]))
-            (out / f"{KEPT[key]}_predictions.json").write_text(json.dumps(rows))
+            (out / f"{kept[key]}_predictions.json").write_text(json.dumps(rows))
             result = summarise_predictions(rows)
             result.update(recipe=key, n_folds=5, training="end_to_end_scoring.py (see e2e_summary.json)")
-            (out / f"{KEPT[key]}.json").write_text(json.dumps(result, indent=1))
-    references = {"epoch0": out / f"{KEPT['epoch0']}_predictions.json"}
+            (out / f"{kept[key]}.json").write_text(json.dumps(result, indent=1))
+    references = {"epoch0": out / f"{kept['epoch0']}_predictions.json"}
     if baseline is not None:
         references[baseline.name.removesuffix("_predictions.json")] = baseline
     summary["comparisons"] = {}
-    for name in KEPT.values():
+    for name in kept.values():
         for reference, path in references.items():
             candidate = out / f"{name}_predictions.json"
             if path.is_file() and candidate.is_file() and candidate != path:
@@ -507,7 +528,7 @@ def main(argv=None) -> int:
     r.add_argument("--copies", type=int, default=6, help="pooled copies per image for the logistic regressions (cv:pooled: 6)")
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (tests)")
-    r.add_argument("--variants", type=int, default=len(VARIANTS), help="the first N variants")
+    r.add_argument("--variants", type=int, default=3, help="the first N variants (of --only's, if given)")
     r.add_argument("--budget-s", type=float, default=420.0)
     r.add_argument("--no-final", action="store_true")
     r.add_argument("--only", nargs="+", default=None, help="these variants (names) only, e.g. to finish a run the budget stopped")
