@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from monai_bsnet.cross_validation import patient_fold_indices, patient_groups, prediction_rows, summarise_predictions
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
+from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
 from monai_bsnet.transforms import swap_zone_sides
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -44,6 +45,7 @@ from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 __all__ = [
     "C_GRID",
     "PooledFeatureCache",
+    "pooled_zone_vectors",
     "pooled_zone_features",
     "zone_samples",
     "fit_zone_regression",
@@ -56,6 +58,7 @@ __all__ = [
     "classifier_probabilities",
     "choose_refit_strength",
     "scores_and_groups",
+    "cross_validate_features",
     "cross_validate_pooled_head",
     "fit_final_pooled_head",
     "frozen_stages_fingerprint",
@@ -87,14 +90,20 @@ class PooledFeatureCache(FrozenStageCache):
     It serves the pooled head's fits only (:func:`pooled_zone_features`), not the trained heads."""
 
     def record(self, images: torch.Tensor) -> dict[str, Any]:
-        features, _, theta, aligned_lung = self.bsnet.scoring_inputs(images)
-        return {"pooled": _pool(self.bsnet.scoring, features[1:], theta, aligned_lung)}
+        return {"pooled": pooled_zone_vectors(self.bsnet, images)}
 
 
 def _pool(head: ZoneScoringHead, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> torch.Tensor:
     """(V, 6, 1920) pooled zone vectors of V copies, by the ``pooled_linear`` head's own layers."""
     vectors = ZonePooling()(head.zone_crops(features, theta, aligned_lung))
     return vectors.view(theta.shape[0], NUM_ZONES, -1).cpu()
+
+
+def pooled_zone_vectors(bsnet: BSNet, images: torch.Tensor) -> torch.Tensor:
+    """(B, 6, 1920) pooled zone vectors of a batch of network inputs (B, 1, H, W), computed by ``bsnet``'s
+    frozen stages and its scoring head's zone crops; returned on the CPU."""
+    features, _, theta, aligned_lung = bsnet.scoring_inputs(images)
+    return _pool(bsnet.scoring, features[1:], theta, aligned_lung)
 
 
 @torch.inference_mode()
@@ -269,6 +278,24 @@ def _fit(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: S
     return regression, log
 
 
+def cross_validate_features(
+    items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The cross-validation of :func:`cross_validate_pooled_head` on given pooled vectors (N, V, 6, 1920) of
+    ``items`` (copy 0 plain, copy 1 its mirror; a subset of a cache's copies, say): the out-of-fold
+    :func:`~monai_bsnet.cross_validation.prediction_rows` and each fold's log (chosen C, inner errors)."""
+    scores, groups = scores_and_groups(items)
+    predictions: list[dict[str, Any]] = []
+    folds_log = []
+    for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
+        regression, log = _fit(features, scores, groups, train, c_grid)
+        log.update(n_test=len(test), fold=k)
+        predictions += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
+        folds_log.append(log)
+        logger.info("fold %d: %s", k, log)
+    return predictions, folds_log
+
+
 def cross_validate_pooled_head(
     datalist: Sequence[Mapping[str, Any]],
     cache: FrozenStageCache,
@@ -288,16 +315,7 @@ def cross_validate_pooled_head(
     work_dir.mkdir(parents=True, exist_ok=True)
     items = list(datalist)
     cache.build(items)
-    features = pooled_zone_features(cache, items)
-    scores, groups = scores_and_groups(items)
-    predictions: list[dict[str, Any]] = []
-    folds_log = []
-    for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
-        regression, log = _fit(features, scores, groups, train, c_grid)
-        log.update(n_test=len(test), fold=k)
-        predictions += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
-        folds_log.append(log)
-        logger.info("fold %d: %s", k, log)
+    predictions, folds_log = cross_validate_features(items, pooled_zone_features(cache, items), n_folds, seed, c_grid)
     (work_dir / "predictions.json").write_text(json.dumps(predictions))
     summary = summarise_predictions(predictions)
     summary.update(recipe={"zone_classifier": "pooled_linear", "C_grid": list(c_grid)}, n_folds=n_folds, seed=seed, folds=folds_log,
@@ -317,8 +335,7 @@ def fit_final_pooled_head(
     scores, groups = scores_and_groups(items)
     regression, log = _fit(features, scores, groups, range(len(items)), c_grid)
     head: ZoneScoringHead = cache.bsnet.scoring.with_zone_classifier("pooled_linear")
-    classifier = regression_to_classifier(regression).to(head.boxes.device)
-    head.classifiers = torch.nn.ModuleList([classifier] * NUM_ZONES)
+    head.share_classifier(regression_to_classifier(regression))
     cache.bsnet.scoring = head
     if samples_path is not None:
         save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet))
@@ -384,6 +401,5 @@ def refit_final_pooled_head(
     x_site, y_site = zone_samples(features, scores, range(len(items)), range(features.shape[1]))
     x_public, y_public = zone_samples(public, fit_samples["scores"], range(len(public)), range(public.shape[1]))
     regression = fit_zone_regression(np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site]), c)
-    head: ZoneScoringHead = cache.bsnet.scoring
-    head.classifiers = torch.nn.ModuleList([regression_to_classifier(regression).to(head.boxes.device)] * NUM_ZONES)
+    cache.bsnet.scoring.share_classifier(regression_to_classifier(regression))
     return {"n_train": len(items), "n_fit_samples_images": len(public), "C": c, "fit_seconds": round(time.perf_counter() - start, 1)}

@@ -26,28 +26,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from monai_bsnet.cross_validation import compare_predictions, patient_fold_indices, prediction_rows, summarise_predictions
+from monai_bsnet.cross_validation import compare_predictions, summarise_predictions
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import (
-    PooledFeatureCache, choose_regularisation, fit_zone_regression, pooled_zone_features, regression_probabilities, scores_and_groups, zone_samples,
-)
+from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_features, pooled_zone_features
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cross_validate_copies(items, features: np.ndarray, scores: np.ndarray, groups: np.ndarray, folds) -> tuple[list[dict], list[float]]:
-    """``cv:pooled`` on the given copies (features (N, V, 6, 1920), copy 0 plain and copy 1 its mirror): the
-    out-of-fold prediction rows and the C chosen per fold."""
-    rows, chosen = [], []
-    for k, (train, test) in enumerate(folds):
-        c, _ = choose_regularisation(features, scores, groups, train)
-        regression = fit_zone_regression(*zone_samples(features, scores, train, range(features.shape[1])), c)
-        rows += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
-        chosen.append(c)
-    return rows, chosen
 
 
 def main(argv=None) -> int:
@@ -69,8 +54,6 @@ def main(argv=None) -> int:
     cache.build(items)
     cached_seconds = time.perf_counter() - start
     features = pooled_zone_features(cache, items)
-    scores, groups = scores_and_groups(items)
-    folds = patient_fold_indices(items, args.folds)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"n_images": len(items), "weights_sha256": weights_id, "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "pairs": {}, "comparisons": {}}
     baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() and args.limit is None else None
@@ -78,7 +61,8 @@ def main(argv=None) -> int:
     for pair in range(args.draws // 2):
         a, b = 2 * pair + 1, 2 * pair + 2  # draws a and b: copies 2a, 2a+1, 2b, 2b+1 beside the plain pair 0, 1
         name = f"draws {a}-{b}"
-        rows, chosen = cross_validate_copies(items, features[:, [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]], scores, groups, folds)
+        rows, folds_log = cross_validate_features(items, features[:, [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]], args.folds)
+        chosen = [fold["chosen_C"] for fold in folds_log]
         (args.out / f"cv_pooled_draws{a}{b}_predictions.json").write_text(json.dumps(rows))
         summary = summarise_predictions(rows)
         result["pairs"][name] = {"chosen_C": chosen, **{form: {k: round(summary[form][k], 4) for k in ("zone_mae", "global_mae")} for form in ("plain", "tta")}}

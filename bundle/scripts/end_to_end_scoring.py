@@ -51,11 +51,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from monai_bsnet.losses import BrixiaScoreLoss  # noqa: E402
+from monai_bsnet.metrics import global_mae, lung_dice, zone_mae  # noqa: E402
 from monai_bsnet.networks import BSNet, load_weights  # noqa: E402
-from monai_bsnet.networks.scoring import ZonePooling  # noqa: E402
-from monai_bsnet.pooled_head import fit_zone_regression, regression_to_classifier, zone_samples  # noqa: E402
-from monai_bsnet.transforms import LATERAL_ZONE_SWAP  # noqa: E402
-from monai_bsnet.zones import NUM_ZONES  # noqa: E402
+from monai_bsnet.pooled_head import fit_zone_regression, pooled_zone_vectors, regression_to_classifier, zone_samples  # noqa: E402
+from monai_bsnet.transforms import swap_zone_sides  # noqa: E402
 
 #: What is compared, in this order; the first is the pre-registered one whose all-image model is the
 #: shipping candidate. lr: AdamW learning rate of encoder and classifier; distill: weight of the lung-map
@@ -74,19 +73,12 @@ EVAL_EPOCHS = (5, 10, 20, 30)
 
 # ---- packing (CPU, where the data is) ------------------------------------------------------------
 
-def _png(array: np.ndarray) -> bytes:
+def _encoded(array: np.ndarray, **options) -> bytes:
+    """An 8-bit picture as file bytes (Pillow's ``save`` options: ``format`` and the format's own)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def _jpeg(array: np.ndarray, quality: int = 95) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(array).save(buffer, **options)
     return buffer.getvalue()
 
 
@@ -114,10 +106,11 @@ def pack(data: Path, out: Path, limit: int | None, image_size: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out / "images.zip", "w", compression=zipfile.ZIP_STORED) as archive:
         for n, item in enumerate(items):
-            archive.writestr(f"brixia/{n:04d}.jpg", _jpeg(_as_uint8(preprocess(load(item["image"])))))
+            archive.writestr(f"brixia/{n:04d}.jpg", _encoded(_as_uint8(preprocess(load(item["image"]))), format="JPEG", quality=95))
         for n, item in enumerate(lungs):
-            archive.writestr(f"lungseg/{n:04d}.jpg", _jpeg(_as_uint8(preprocess(load(item["image"])))))
-            archive.writestr(f"lungseg/{n:04d}_mask.png", _png((np.asarray(resize(load(item["mask"])))[0] > 0.5).astype(np.uint8) * 255))
+            archive.writestr(f"lungseg/{n:04d}.jpg", _encoded(_as_uint8(preprocess(load(item["image"]))), format="JPEG", quality=95))
+            mask = (np.asarray(resize(load(item["mask"])))[0] > 0.5).astype(np.uint8) * 255
+            archive.writestr(f"lungseg/{n:04d}_mask.png", _encoded(mask, format="PNG", optimize=True))
     meta = {
         "image_size": image_size,
         "filenames": [Path(item["image"]).name for item in items],
@@ -161,8 +154,7 @@ def augment(images: torch.Tensor, scores: torch.Tensor, generator: torch.Generat
 
     mirror = draw(b) < 0.5
     images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
-    swap = torch.tensor(LATERAL_ZONE_SWAP, device=device)
-    scores = torch.where(mirror[:, None], scores[:, swap], scores)
+    scores = torch.where(mirror[:, None], swap_zone_sides(scores), scores)
 
     do_affine = draw(b) < 0.7
     angle = (draw(b) * 2 - 1) * 0.17 * do_affine
@@ -213,13 +205,8 @@ def augmented_draws(images: torch.Tensor, scores: np.ndarray, copies: int, seed:
 def pooled_vectors(net: BSNet, images: torch.Tensor, batch: int) -> np.ndarray:
     """(N, 2, 6, 1920) pooled zone vectors of the images and of their mirrors (``zone_samples``' layout)."""
     net.eval()
-    out = np.zeros((images.shape[0], 2, NUM_ZONES, 1920), np.float32)
-    for m, view in enumerate((images, images.flip(-1))):
-        for start in range(0, len(view), batch):
-            features, _, theta, aligned = net.scoring_inputs(view[start : start + batch])
-            crops = net.scoring.zone_crops(features[1:], theta, aligned)
-            out[start : start + batch, m] = ZonePooling()([c.float() for c in crops]).view(-1, NUM_ZONES, 1920).cpu().numpy()
-    return out
+    views = [torch.cat([pooled_zone_vectors(net, view[i : i + batch]) for i in range(0, len(view), batch)]) for view in (images, images.flip(-1))]
+    return torch.stack(views, 1).numpy()
 
 
 def fit_classifier(net: BSNet, images: torch.Tensor, scores: np.ndarray, c: float, copies: int, seed: int, batch: int):
@@ -233,10 +220,6 @@ def fit_classifier(net: BSNet, images: torch.Tensor, scores: np.ndarray, c: floa
     return regression_to_classifier(fit_zone_regression(np.concatenate(x), np.concatenate(y), c))
 
 
-def install_classifier(net: BSNet, classifier: torch.nn.Module) -> None:
-    net.scoring.classifiers = torch.nn.ModuleList([classifier.to(next(net.parameters()).device)] * NUM_ZONES)
-
-
 @torch.no_grad()
 def probabilities(net: BSNet, images: torch.Tensor, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 6, 4) zone probabilities, plain and averaged with the mirror (zones swapped back)."""
@@ -245,7 +228,7 @@ def probabilities(net: BSNet, images: torch.Tensor, batch: int) -> tuple[np.ndar
     for start in range(0, len(images), batch):
         x = images[start : start + batch]
         plain.append(torch.softmax(net(x).zone_logits.float(), -1))
-        mirrored.append(torch.softmax(net(x.flip(-1)).zone_logits.float(), -1)[:, list(LATERAL_ZONE_SWAP)])
+        mirrored.append(swap_zone_sides(torch.softmax(net(x.flip(-1)).zone_logits.float(), -1)))
     p, m = torch.cat(plain).cpu().numpy(), torch.cat(mirrored).cpu().numpy()
     return p, (p + m) / 2
 
@@ -307,29 +290,31 @@ def train_epochs(
 
 
 @torch.no_grad()
-def lung_dice(net: BSNet, images: torch.Tensor, masks: torch.Tensor, batch: int) -> list[float]:
-    """Dice of the lung map (threshold 0.5) against the masks, per image."""
+def network_lung_dice(net: BSNet, images: torch.Tensor, masks: torch.Tensor, batch: int) -> list[float]:
+    """Dice of the network's lung map (threshold 0.5) against the masks, per image."""
     net.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        lung = torch.sigmoid(net(images[start : start + batch]).lung_logits.float()) > 0.5
-        truth = masks[start : start + batch] > 0.5
-        inter = (lung & truth).flatten(1).sum(1).float()
-        out += (2 * inter / (lung.flatten(1).sum(1) + truth.flatten(1).sum(1)).clamp(min=1)).tolist()
-    return out
+    return [float(d) for i in range(0, len(images), batch)
+            for d in lung_dice(torch.sigmoid(net(images[i : i + batch]).lung_logits.float()), masks[i : i + batch])]
 
 
 # ---- the run ---------------------------------------------------------------------------------------
 
-def zone_mae(probs: np.ndarray, truth: np.ndarray) -> float:
-    """Zone MAE of the median ratings (the score each zone is given)."""
-    median = (np.cumsum(probs, -1) >= 0.5).argmax(-1)
-    return float(np.abs(median - truth).mean())
+def summarise(predictions: dict[str, dict[str, list]], truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per prediction key: images scored so far, zone and global MAE of their median ratings, plain and with TTA."""
+    summary = {}
+    for key, table in predictions.items():
+        done = [i for i, p in enumerate(table["probabilities"]) if p is not None]
+        row: dict[str, float] = {"n": len(done)}
+        for form, suffix in (("probabilities", ""), ("probabilities_tta", "_tta")):
+            probs = np.array([table[form][i] for i in done])
+            row.update({f"zone_mae{suffix}": round(zone_mae(probs, truth[done]), 4), f"global_mae{suffix}": round(global_mae(probs, truth[done]), 3)})
+        summary[key] = row
+    return summary
 
 
-def global_mae(probs: np.ndarray, truth: np.ndarray) -> float:
-    median = (np.cumsum(probs, -1) >= 0.5).argmax(-1)
-    return float(np.abs(median.sum(-1) - truth.sum(-1)).mean())
+def print_summary(summary: dict[str, dict[str, float]]) -> None:
+    for key, row in summary.items():
+        print(f"{key:24s} n {row['n']:3d}  zone {row['zone_mae']:.3f} global {row['global_mae']:.2f}  tta {row['zone_mae_tta']:.3f} {row['global_mae_tta']:.2f}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -381,7 +366,7 @@ def run(args: argparse.Namespace) -> dict:
             if not len(test):
                 continue
             net = trainable_copy(teacher)
-            install_classifier(net, fit_classifier(net, images[train], scores_np[train], fold_c[k], args.copies, seed=k, batch=args.batch))
+            net.scoring.share_classifier(fit_classifier(net, images[train], scores_np[train], fold_c[k], args.copies, seed=k, batch=args.batch))
             if variant is variants[0]:
                 keep("epoch0", k, test, probabilities(net, images[test], args.batch))
 
@@ -391,7 +376,7 @@ def run(args: argparse.Namespace) -> dict:
 
             losses = train_epochs(net, teacher, images[train], scores[train], variant, seed=100 + k, batch=args.batch, on_epoch=evaluate)
             refitted = copy.deepcopy(net)
-            install_classifier(refitted, fit_classifier(refitted, images[train], scores_np[train], fold_c[k], args.copies, seed=k, batch=args.batch))
+            refitted.scoring.share_classifier(fit_classifier(refitted, images[train], scores_np[train], fold_c[k], args.copies, seed=k, batch=args.batch))
             keep(f"{variant['name']}+refit", k, test, probabilities(refitted, images[test], args.batch))
             log["results"].setdefault(variant["name"], []).append({"fold": k, "train_loss": losses, "seconds": round(time.perf_counter() - fold_start, 1)})
             save()
@@ -400,18 +385,10 @@ def run(args: argparse.Namespace) -> dict:
             final(args, log, teacher, variant, images, scores, scores_np, lung_u8, masks_u8, device)
             save()
 
-    # summary table of complete keys
-    summary = {}
-    for key, table in log["predictions"].items():
-        done = [i for i, p in enumerate(table["probabilities"]) if p is not None]
-        probs, tta = np.array([table["probabilities"][i] for i in done]), np.array([table["probabilities_tta"][i] for i in done])
-        summary[key] = {"n": len(done), "zone_mae": round(zone_mae(probs, scores_np[done]), 4), "global_mae": round(global_mae(probs, scores_np[done]), 3),
-                        "zone_mae_tta": round(zone_mae(tta, scores_np[done]), 4), "global_mae_tta": round(global_mae(tta, scores_np[done]), 3)}
-    log["summary"] = summary
+    log["summary"] = summarise(log["predictions"], scores_np)
     log["complete"] = True
     save()
-    for key, row in summary.items():
-        print(f"{key:24s} n {row['n']:3d}  zone {row['zone_mae']:.3f} global {row['global_mae']:.2f}  tta {row['zone_mae_tta']:.3f} {row['global_mae_tta']:.2f}")
+    print_summary(log["summary"])
     return log
 
 
@@ -420,16 +397,16 @@ def final(args, log, teacher, variant, images, scores, scores_np, lung_u8, masks
     encoder and scoring weights in half precision, split in parts under 16 MiB; lung Dice before/after."""
     begin = time.perf_counter()
     net = trainable_copy(teacher)
-    install_classifier(net, fit_classifier(net, images, scores_np, args.final_c, args.copies, seed=999, batch=args.batch))
+    net.scoring.share_classifier(fit_classifier(net, images, scores_np, args.final_c, args.copies, seed=999, batch=args.batch))
     losses = train_epochs(net, teacher, images, scores, variant, seed=1000, batch=args.batch)
     refitted = copy.deepcopy(net)
-    install_classifier(refitted, fit_classifier(refitted, images, scores_np, args.final_c, args.copies, seed=999, batch=args.batch))
+    refitted.scoring.share_classifier(fit_classifier(refitted, images, scores_np, args.final_c, args.copies, seed=999, batch=args.batch))
     entry = {"variant": variant["name"], "train_loss": losses, "C": args.final_c}
     if len(lung_u8):
         lung_images = torch.as_tensor(lung_u8, device=device)[:, None].float() / 255
         masks = torch.as_tensor(masks_u8, device=device)[:, None].float() / 255
         for name, model in (("shipped", teacher), ("final", net)):
-            dice = lung_dice(model, lung_images, masks, args.batch)
+            dice = network_lung_dice(model, lung_images, masks, args.batch)
             entry[f"lung_dice_{name}"] = {"mean": round(float(np.mean(dice)), 4), "median": round(float(np.median(dice)), 4), "min": round(float(np.min(dice)), 4)}
     for name, model in (("final", net), ("final_refit", refitted)):
         state = {k: v.detach().half().cpu() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()
@@ -481,32 +458,25 @@ def collect(logs: list[Path], packed: Path, out: Path, baseline: Path | None = N
                 into[form] = [old if new is None else new for old, new in zip(into[form], table[form])]
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"runs": [{k: r.get(k) for k in ("device", "torch", "seconds", "stopped", "variants", "copies", "batch", "fold_C", "results")} for r in runs],
-                     "final": next((r["final"] for r in runs if "final" in r), None), "cross_validation": {}}
-    truth = np.array(meta["label_senior"])
+                     "final": next((r["final"] for r in runs if "final" in r), None)}
+    summary["cross_validation"] = summarise(merged, np.array(meta["label_senior"]))
+    written: dict[str, list[dict]] = {}  # file stem -> the out-of-fold rows written
     for key, table in merged.items():
-        done = [i for i, p in enumerate(table["probabilities"]) if p is not None]
-        row = {"n": len(done)}
-        for form in table:
-            probs = np.array([table[form][i] for i in done])
-            suffix = "" if form == "probabilities" else "_tta"
-            row.update({f"zone_mae{suffix}": round(zone_mae(probs, truth[done]), 4), f"global_mae{suffix}": round(global_mae(probs, truth[done]), 3)})
-        summary["cross_validation"][key] = row
-        if key in kept and len(done) == len(items):
+        if key in kept and None not in table["probabilities"]:
             rows = prediction_rows(items, meta["fold"], np.array(table["probabilities"]), np.array(table["probabilities_tta"]))
             (out / f"{kept[key]}_predictions.json").write_text(json.dumps(rows))
             result = summarise_predictions(rows)
             result.update(recipe=key, n_folds=5, training="end_to_end_scoring.py (see e2e_summary.json)")
             (out / f"{kept[key]}.json").write_text(json.dumps(result, indent=1))
-    references = {"epoch0": out / f"{kept['epoch0']}_predictions.json"}
+            written[kept[key]] = rows
+    references = {"epoch0": written.get(kept["epoch0"])}
     if baseline is not None:
-        references[baseline.name.removesuffix("_predictions.json")] = baseline
-    summary["comparisons"] = {}
-    for name in kept.values():
-        for reference, path in references.items():
-            candidate = out / f"{name}_predictions.json"
-            if path.is_file() and candidate.is_file() and candidate != path:
-                rows = json.loads(path.read_text()), json.loads(candidate.read_text())
-                summary["comparisons"][f"{name} vs {reference}"] = {key: compare_predictions(*rows, key) for key in ("probabilities", "probabilities_tta")}
+        references[baseline.name.removesuffix("_predictions.json")] = json.loads(baseline.read_text())
+    summary["comparisons"] = {
+        f"{name} vs {reference}": {key: compare_predictions(base, written[name], key) for key in ("probabilities", "probabilities_tta")}
+        for name in kept.values() if name in written
+        for reference, base in references.items() if base is not None and base is not written[name]
+    }
     (out / "e2e_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -541,8 +511,7 @@ def main(argv=None) -> int:
     c.add_argument("--baseline", type=Path, default=None, help="out-of-fold predictions to compare with (cv_pooled_predictions.json)")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        for key, row in collect(args.logs, args.packed, args.out, args.baseline)["cross_validation"].items():
-            print(f"{key:24s} n {row['n']:3d}  zone {row['zone_mae']:.3f} global {row['global_mae']:.2f}  tta {row['zone_mae_tta']:.3f} {row['global_mae_tta']:.2f}")
+        print_summary(collect(args.logs, args.packed, args.out, args.baseline)["cross_validation"])
     elif args.command == "pack":
         meta = pack(args.data, args.out, args.limit, args.image_size)
         print(f"packed {len(meta['filenames'])} images, {meta['n_lungseg']} lungseg test images: {(args.out / 'images.zip').stat().st_size / 2**20:.1f} MiB")

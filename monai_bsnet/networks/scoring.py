@@ -230,6 +230,11 @@ class ZoneScoringHead(nn.Module):
         settings = dict(self.settings, zone_classifier=zone_classifier)
         return ZoneScoringHead(**settings).to(self.boxes.device)
 
+    def share_classifier(self, classifier: nn.Module) -> None:
+        """Make ``classifier`` (moved to this head's device) the one zone classifier of all six zones, as a
+        fitted pooled linear classifier is (``monai_bsnet.pooled_head``)."""
+        self.classifiers = nn.ModuleList([classifier.to(self.boxes.device)] * NUM_ZONES)
+
     def forward(self, features: list[torch.Tensor], theta: torch.Tensor, aligned_lung: torch.Tensor) -> torch.Tensor:
         """Zone logits (B, 6, 4) in the order A..F.
 
