@@ -27,6 +27,7 @@ from monai_bsnet.frozen_head import (
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import zone_mae
 from monai_bsnet.networks import BSNet
+from monai_bsnet.pooled_head import PooledFeatureCache
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -215,6 +216,13 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
     points = json.loads((tmp_path / "curve.json").read_text())["curve"]
     assert points["6"]["training_images_per_fold"] == [6, 6] and min(points["all"]["training_images_per_fold"]) >= 10
     assert points["all"]["zone_mae_range"][0] == points["all"]["zone_mae_range"][1]  # all images: every order fits the same
+    # a cache of the pooled vectors alone (what train_recipe.py's cv:pooled builds) serves the same experiments, with the same numbers
+    PooledFeatureCache(untrained_bsnet, tmp_path / "pooled", n_draws=1, image_size=SIZE).build(items)
+    curve[curve.index(str(tmp_path / "cache"))] = str(tmp_path / "pooled")
+    curve[curve.index(str(tmp_path / "curve.json"))] = str(tmp_path / "pooled_curve.json")
+    subprocess.run(curve, check=True, capture_output=True, timeout=600)
+    pooled_points = json.loads((tmp_path / "pooled_curve.json").read_text())["curve"]
+    assert pooled_points["all"]["zone_mae_mean"] == pytest.approx(points["all"]["zone_mae_mean"], abs=1e-3)
 
 
 def test_recipe_extras_override_train_json(tmp_path, scored_samples, untrained_bsnet):

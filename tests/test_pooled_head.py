@@ -143,6 +143,8 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     cv = json.loads((tmp_path / "logs" / "cv_pooled.json").read_text())
     assert cv["n_images"] == 8 and (tmp_path / "logs" / "cv_pooled_predictions.json").is_file()
+    # the pooled head is fitted on a cache of its pooled zone vectors alone: no whole frozen-stage outputs are kept
+    assert len(list((tmp_path / "work" / "pooled_stages").glob("*.pt"))) == 8 and not (tmp_path / "work" / "frozen_stages").exists()
     final = json.loads((tmp_path / "logs" / "final.json").read_text())
     assert final["variant"] == "pooled" and final["training"]["n_train"] == 8
     shipped = load_weights(BSNet(), models / "model.pt")

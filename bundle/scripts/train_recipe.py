@@ -61,13 +61,16 @@ SCHEDULES = {
     "cpu": {"segmentation_epochs": 30, "alignment_epochs": 60, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.5, "decoder_epochs": 10, "continuation_epochs": 16},
     "smoke": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0, "decoder_epochs": 1, "continuation_epochs": 1},
     "smoke_cached": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0,
-                     "cached_draws": 1, "decoder_epochs": 1, "continuation_epochs": 1},
+                     "cached_draws": 1, "pooled_draws": 1, "decoder_epochs": 1, "continuation_epochs": 1},
 }
 
 
 #: The recipe fitted rather than trained: the pooled linear zone classifier (``monai_bsnet.pooled_head``),
 #: a logistic regression on the frozen stages' cached outputs, whatever the schedule.
 POOLED = "pooled"
+#: Random augmentation draws per image that the pooled head is fitted on (each with its mirror, beside the
+#: plain image and its mirror); the smoke schedules set ``pooled_draws`` lower.
+POOLED_DRAWS = 2
 
 
 def step_segmentation(args, sched, models: Path) -> dict:
@@ -222,14 +225,19 @@ def brixia(args) -> list:
     return brixia_public_datalist(args.data / "brixia-public")[: args.limit]
 
 
-def frozen_stage_cache(args, sched, models: Path):
-    """The outputs of stage b's frozen network on augmented copies of every image (``cpu_cached``)."""
+def frozen_stage_cache(args, sched, models: Path, pooled: bool = False):
+    """The outputs of stage b's frozen network on augmented copies of every image: whole for the trained
+    heads (``cpu_cached``, ``cached_draws`` random draws), or only the pooled zone vectors that the pooled
+    head is fitted on (``pooled_draws`` draws; 0.3 MB an image with 2 draws instead of 50 MB)."""
     from monai_bsnet.frozen_head import FrozenStageCache
     from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.pooled_head import PooledFeatureCache
 
     ckpt = models / "alignment.pt"
-    return FrozenStageCache(load_weights(BSNet(), ckpt), args.work / "frozen_stages", sched.get("cached_draws", 2), sched["image_size"],
-                            device=args.device, weights_id=hashlib.sha256(ckpt.read_bytes()).hexdigest())
+    cache_class, folder, draws = (PooledFeatureCache, "pooled_stages", sched.get("pooled_draws", POOLED_DRAWS)) if pooled else (
+        FrozenStageCache, "frozen_stages", sched.get("cached_draws", 2))
+    return cache_class(load_weights(BSNet(), ckpt), args.work / folder, draws, sched["image_size"], device=args.device,
+                       weights_id=hashlib.sha256(ckpt.read_bytes()).hexdigest())
 
 
 def step_cv(args, sched, models: Path, variant: str) -> dict:
@@ -237,7 +245,7 @@ def step_cv(args, sched, models: Path, variant: str) -> dict:
     if variant == POOLED:
         from monai_bsnet.pooled_head import cross_validate_pooled_head
 
-        summary = cross_validate_pooled_head(brixia(args), frozen_stage_cache(args, sched, models), work, args.folds)
+        summary = cross_validate_pooled_head(brixia(args), frozen_stage_cache(args, sched, models, pooled=True), work, args.folds)
         shutil.copy(work / "predictions.json", args.logs / f"cv_{variant}_predictions.json")
         return summary
     recipe = recipe_for(variant, sched)
@@ -259,7 +267,7 @@ def step_final(args, sched, models: Path, variant: str) -> dict:
     if variant == POOLED:
         from monai_bsnet.pooled_head import fit_final_pooled_head, fit_samples_path
 
-        cache = frozen_stage_cache(args, sched, models)
+        cache = frozen_stage_cache(args, sched, models, pooled=True)
         # what it is fitted on is kept beside it: the MONAI Label app refits it with a site's labels
         log = fit_final_pooled_head(brixia(args), cache, samples_path=fit_samples_path(models / "model.pt"))
         torch.save(cache.bsnet.state_dict(), models / "model.pt")
