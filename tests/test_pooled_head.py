@@ -261,11 +261,19 @@ def test_the_draw_noise_experiment_repeats_cv_pooled_on_disjoint_pairs_of_draws(
     subprocess.run(command, check=True, capture_output=True, timeout=900)
     result = json.loads((out / "draw_noise.json").read_text())
     assert set(result["pairs"]) == {"draws 1-2", "draws 3-4"} and set(result["comparisons"]) == {"draws 3-4 vs draws 1-2"}
+    assert result["all_draws"]["n_copies"] == 10 and [result["pairs"][pair]["n_copies"] for pair in ("draws 1-2", "draws 3-4")] == [6, 6]
     first = json.loads((out / "cv_pooled_draws12_predictions.json").read_text())
     second = json.loads((out / "cv_pooled_draws34_predictions.json").read_text())
+    every = json.loads((out / "cv_pooled_drawsall_predictions.json").read_text())
     assert [row["probabilities"] for row in first] != [row["probabilities"] for row in second], "other draws, other fits"
-
+    assert [row["probabilities"] for row in every] not in ([row["probabilities"] for row in first], [row["probabilities"] for row in second])
+    # another seed (--seed 1 makes this cache): the same plain copies and mirrors, other random draws
     items = brixia_public_datalist(shared_data / "brixia-public")[:16]
+    reseeded = PooledFeatureCache(load_weights(BSNet(), weights), tmp_path / "seed1", n_draws=4, image_size=SIZE, seed=1)
+    reseeded.build(items[:1])
+    seed0, seed1 = (torch.load(folder / f"{Path(items[0]['image']).name}.pt", weights_only=True)["pooled"] for folder in (tmp_path / "draws", tmp_path / "seed1"))
+    assert result["cache"]["seed"] == 0 and torch.allclose(seed0[:2], seed1[:2], atol=1e-4) and not torch.allclose(seed0[2:], seed1[2:], atol=1e-2)
+
     two_draws = PooledFeatureCache(load_weights(BSNet(), weights), tmp_path / "two", n_draws=2, image_size=SIZE)
     cross_validate_pooled_head(items, two_draws, tmp_path / "cv", n_folds=2)
     expected = json.loads((tmp_path / "cv" / "predictions.json").read_text())

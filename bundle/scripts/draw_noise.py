@@ -9,13 +9,15 @@ This script caches the pooled zone vectors of the plain image and ``--draws`` se
 all their mirrors) of every public image once (``PooledFeatureCache``, resumable), then repeats
 ``cv:pooled`` (same folds, same C search) with disjoint pairs of draws: draws 1-2 (``cv:pooled``'s own,
 seed 0), 3-4, 5-6, ... Each pair's out-of-fold predictions are compared with the first pair's and with
-the committed ``cv_pooled_predictions.json`` (paired patient bootstrap).
+the committed ``cv_pooled_predictions.json`` (paired patient bootstrap). First of all, the same
+cross-validation fitted on every copy at once (``all draws``: 2 + 2 x ``--draws`` copies), compared with
+``cv_pooled`` and, for a ``--seed`` other than 0, with the fit on all of seed 0's draws (``--seed0-all-draws``).
 
     python bundle/scripts/draw_noise.py --data ../shared/data --cache WORK/draw_cache --out bundle/logs/draw_noise
-        [--weights bundle/models/model.pt] [--draws 6]
+        [--weights bundle/models/model.pt] [--draws 6] [--seed 1 --cache WORK/draw_cache_seed1 --out bundle/logs/draw_noise/seed1]
 
 About 12 s an image on two cores for the cache with 6 draws (about 28 min for the 138 images), then a few min
-per pair of draws.
+per pair of draws and about 10 min for the fit on all of them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=REPO / "bundle" / "models" / "model.pt")
     parser.add_argument("--draws", type=int, default=6, help="random draws per image (an even number: pairs of draws)")
     parser.add_argument("--baseline", type=Path, default=REPO / "bundle" / "logs" / "cv_pooled_predictions.json")
+    parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
+    parser.add_argument("--seed0-all-draws", type=Path, default=REPO / "bundle" / "logs" / "augmentation_experiment" / "cv_pooled_draws6_predictions.json",
+                        help="out-of-fold predictions of the fit on all of seed 0's draws, compared with another seed's")
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--folds", type=int, default=5)
@@ -50,30 +55,38 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
-    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, args.draws, args.image_size, seed=0, weights_id=weights_id)
+    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, args.draws, args.image_size, seed=args.seed, weights_id=weights_id)
     cache.build(items)
     cached_seconds = time.perf_counter() - start
     features = pooled_zone_features(cache, items)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"n_images": len(items), "weights_sha256": weights_id, "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "pairs": {}, "comparisons": {}}
-    baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() and args.limit is None else None
-    first = None
-    for pair in range(args.draws // 2):
-        a, b = 2 * pair + 1, 2 * pair + 2  # draws a and b: copies 2a, 2a+1, 2b, 2b+1 beside the plain pair 0, 1
-        name = f"draws {a}-{b}"
-        rows, folds_log = cross_validate_features(items, features[:, [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]], args.folds)
+    result = {"n_images": len(items), "weights_sha256": weights_id, "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "all_draws": {},
+              "pairs": {}, "comparisons": {}}
+    full_run = args.limit is None  # the committed predictions are of all 138 images
+    references = {"cv_pooled": args.baseline if full_run else None, "seed 0 all draws": args.seed0_all_draws if full_run and args.seed != 0 else None}
+    references = {name: json.loads(path.read_text()) for name, path in references.items() if path is not None and path.is_file()}
+    # every copy at once first, then each pair of draws beside the plain image (copies 2a, 2a+1, 2b, 2b+1 beside 0, 1)
+    sets = [("all draws", "all", list(range(features.shape[1])))]
+    sets += [(f"draws {a}-{b}", f"{a}{b}", [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]) for a, b in ((2 * k + 1, 2 * k + 2) for k in range(args.draws // 2))]
+    for name, suffix, copies in sets:
+        rows, folds_log = cross_validate_features(items, features[:, copies], args.folds)
         chosen = [fold["chosen_C"] for fold in folds_log]
-        (args.out / f"cv_pooled_draws{a}{b}_predictions.json").write_text(json.dumps(rows))
+        (args.out / f"cv_pooled_draws{suffix}_predictions.json").write_text(json.dumps(rows))
         summary = summarise_predictions(rows)
-        result["pairs"][name] = {"chosen_C": chosen, **{form: {k: round(summary[form][k], 4) for k in ("zone_mae", "global_mae")} for form in ("plain", "tta")}}
-        for reference_name, reference in (("draws 1-2", first), ("cv_pooled", baseline)):
-            if reference is not None and reference is not rows:
+        entry = {"n_copies": len(copies), "chosen_C": chosen, **{form: {k: round(summary[form][k], 4) for k in ("zone_mae", "global_mae")} for form in ("plain", "tta")}}
+        if name == "all draws":
+            result["all_draws"] = entry
+        else:
+            result["pairs"][name] = entry
+        for reference_name, reference in references.items():
+            if reference is not rows and (reference_name != "seed 0 all draws" or name == "all draws"):
                 result["comparisons"][f"{name} vs {reference_name}"] = {key: compare_predictions(reference, rows, key) for key in ("probabilities", "probabilities_tta")}
-        first = first or rows
+        if name == "draws 1-2":
+            references["draws 1-2"] = rows
         print(f"{name}: zone MAE {summary['plain']['zone_mae']:.4f} global {summary['plain']['global_mae']:.3f} (TTA {summary['tta']['zone_mae']:.4f} "
               f"{summary['tta']['global_mae']:.3f}), C {chosen}", flush=True)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    (args.out / "draw_noise.json").write_text(json.dumps(result, indent=1))
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        (args.out / "draw_noise.json").write_text(json.dumps(result, indent=1))  # after each set: a stopped run keeps what it did
     return 0
 
 
