@@ -171,6 +171,21 @@ def test_the_comparison_script_tables_every_run_against_the_baseline(tmp_path):
     assert missing.returncode != 0 and "cv_nothing" in missing.stderr
 
 
+def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_path):
+    truth = np.random.default_rng(2).integers(0, 4, (12, 6))
+    rows = _prediction_rows(truth, np.clip(truth + 1, 0, 3), [f"p{i}" for i in range(12)])
+    for row, exact in zip(rows, _prediction_rows(truth, truth, [f"p{i}" for i in range(12)])):
+        row["probabilities_tta"] = exact["probabilities"]  # the mirror corrects every score
+    (tmp_path / "cv_mirrored_predictions.json").write_text(json.dumps(rows))
+    (tmp_path / "cv_same_predictions.json").write_text(json.dumps(_prediction_rows(truth, truth, [f"p{i}" for i in range(12)])))
+    subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_recipes.py"), "--logs", str(tmp_path), "--tta-effect",
+                    "--out", str(tmp_path / "tta.json"), "--resamples", "500"], capture_output=True, text=True, check=True)
+    effect = json.loads((tmp_path / "tta.json").read_text())["comparisons"]
+    mirrored, same = effect["cv_mirrored + TTA"]["zone_mae"], effect["cv_same + TTA"]["zone_mae"]
+    assert mirrored["baseline"] == pytest.approx(np.mean(np.clip(truth + 1, 0, 3) - truth)) and mirrored["candidate"] == 0
+    assert mirrored["difference"] < 0 and same["difference"] == 0
+
+
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     """segmentation -> alignment -> decoder-only segmentation -> segmentation continued with the encoder -> 2-fold CV -> final model -> Cohen mapping -> half
     export -> its lung Dice, 64 px."""
