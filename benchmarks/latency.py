@@ -14,7 +14,7 @@ radiograph (it reads no DICOM). Both run with random weights: the compute is the
 ones, and nothing is downloaded. Each pipeline runs in its own child process, so that peak memory is
 its own; timings are wall-clock on an otherwise idle machine.
 
-    python benchmarks/latency.py [--device cuda] [--repeats 10]
+    python benchmarks/latency.py [--device cuda] [--repeats 10] [--no-tta]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def bench_bsnet(args: argparse.Namespace) -> dict:
     from monai_bsnet.networks import BSNet
 
     torch.manual_seed(0)
-    predictor = BrixiaPredictor(BSNet(), device=args.device, batch_size=args.batch_size, precision=args.precision)
+    predictor = BrixiaPredictor(BSNet(), device=args.device, batch_size=args.batch_size, precision=args.precision, mirror_tta=args.tta)
     work = Path(tempfile.mkdtemp(prefix="bsnet-bench-"))
     try:
         predictor.run([SAMPLE_DICOM], work / "warmup", progress=False)
@@ -97,7 +97,7 @@ def bench_bsnet(args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
-        "pipeline": f"BS-Net (monai-bsnet), 512 px, {args.precision}, 2000x2000 DICOM in, all outputs written",
+        "pipeline": f"BS-Net (monai-bsnet), 512 px, {args.precision}, {'mirror TTA' if args.tta else 'no TTA'}, 2000x2000 DICOM in, all outputs written",
         "end_to_end": summary(latencies),
         "throughput_images_per_s": throughput,
         "network_forward": summary(forward),
@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--batch-images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="BS-Net arithmetic")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="BS-Net's mirror test-time augmentation, on by default as in bsnet predict")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--part", choices=["bsnet", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,7 +192,8 @@ def main() -> None:
     }
     for part in ("bsnet", "peer"):
         command = [sys.executable, __file__, "--part", part, "--device", args.device, "--repeats", str(args.repeats),
-                   "--batch-images", str(args.batch_images), "--batch-size", str(args.batch_size), "--precision", args.precision]
+                   "--batch-images", str(args.batch_images), "--batch-size", str(args.batch_size), "--precision", args.precision,
+                   "--tta" if args.tta else "--no-tta"]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         results[part] = json.loads(out.strip().splitlines()[-1])
 
@@ -204,7 +207,8 @@ def main() -> None:
     ]
     for name, get in rows:
         print(f"{name:34}{get(results['bsnet']):>14.3f}{get(results['peer']):>18.3f}")
-    output = args.output or REPO / "benchmarks" / "results" / f"{args.device.split(':')[0]}-{args.precision}-{platform.node()}.json"
+    tta = "" if args.tta else "-no-tta"
+    output = args.output or REPO / "benchmarks" / "results" / f"{args.device.split(':')[0]}-{args.precision}{tta}-{platform.node()}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {output}")

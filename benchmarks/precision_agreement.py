@@ -4,7 +4,8 @@ Runs the shipped weights through :class:`~monai_bsnet.inference.BrixiaPredictor`
 path ``bsnet predict`` takes, autocast included) on every image of a folder, once in float32 and once
 in each reduced precision, and prints, against float32: the fraction of zone scores and of global
 scores that stay the same, the largest and the mean change of a zone probability, and the network time
-per image. Writes JSON (default ``benchmarks/results/precision-<device>-<host>.json``).
+per image. The single network pass, without the default mirror test-time augmentation, which
+would only average two such passes. Writes JSON (default ``benchmarks/results/precision-<device>-<host>.json``).
 
     python benchmarks/precision_agreement.py [--images ../shared/data/brixia-public/images] [--device cpu]
 """
@@ -44,7 +45,7 @@ def main() -> int:
     network = load_weights(BSNet(), default_weights())
 
     def run(precision: str) -> tuple[np.ndarray, float]:
-        predictor = BrixiaPredictor(network, device=args.device, precision=precision)
+        predictor = BrixiaPredictor(network, device=args.device, precision=precision, mirror_tta=False)
         start = time.perf_counter()
         probabilities = np.concatenate([predictor.forward(x)["zone_probabilities"].numpy() for x in inputs])
         return probabilities, (time.perf_counter() - start) / len(inputs)

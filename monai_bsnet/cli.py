@@ -112,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred.add_argument("--explain", choices=["occlusion", "gradcam"], default=None,
                       help="also write an explanation map per image (<name>_explain.png/.nii.gz): super-pixel "
                       "occlusion (~50 s per image on a 2-core CPU) or Grad-CAM (~15 s, coarser)")
-    pred.add_argument("--tta", action="store_true",
-                      help="mirror test-time augmentation: average the zone probabilities with the mirrored image's "
-                      "(twice the network time; cross-validated zone MAE 0.010-0.025 lower)")
+    pred.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                      help="mirror test-time augmentation (default): average the zone probabilities with the mirrored "
+                      "image's; --no-tta scores the image alone, in half the network time")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = commands.add_parser("report", help="HTML timelines of the scores per patient, from a `bsnet predict` output")
     rep.add_argument("results", help="the output folder of `bsnet predict` (or its results.csv)")

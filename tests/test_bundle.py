@@ -136,20 +136,23 @@ def test_sample_dicom_is_a_conformant_secondary_capture():
     assert "Error" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
-def test_mirror_tta_reaches_the_records_from_bsnet_predict_and_the_bundle(checkpoint, tmp_path):
+def test_mirror_tta_is_the_default_of_bsnet_predict_and_the_bundle_and_can_be_turned_off(checkpoint, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(sorted((REPO / "bundle" / "sample").glob("*.jpg"))[0], inputs)
-    cli = subprocess.run(
-        [sys.executable, "-m", "monai_bsnet.cli", "predict", str(inputs), "--output", str(tmp_path / "cli"), "--weights", str(checkpoint),
-         "--quiet", "--tta"], capture_output=True, text=True,
-    )
-    assert cli.returncode == 0, cli.stderr
-    parser = ConfigParser()
-    parser.read_config(INFERENCE)
-    parser.update({"ckpt_path": str(checkpoint), "tta": True})
-    parser.get_parsed_content("predictor").run([inputs], tmp_path / "bundle", progress=False)
-    assert rows(tmp_path / "cli" / "results.csv") == rows(tmp_path / "bundle" / "results.csv")
-    for out in ("cli", "bundle"):
-        record = json.loads(next((tmp_path / out).glob("*.json")).read_text())
-        assert record["model"]["test_time_augmentation"] == "mirror"
+    for name, options, tta in (("default", [], {}), ("plain", ["--no-tta"], {"tta": False})):
+        cli = subprocess.run(
+            [sys.executable, "-m", "monai_bsnet.cli", "predict", str(inputs), "--output", str(tmp_path / f"cli_{name}"), "--weights", str(checkpoint),
+             "--quiet", *options], capture_output=True, text=True,
+        )
+        assert cli.returncode == 0, cli.stderr
+        parser = ConfigParser()
+        parser.read_config(INFERENCE)
+        parser.update({"ckpt_path": str(checkpoint), **tta})
+        parser.get_parsed_content("predictor").run([inputs], tmp_path / f"bundle_{name}", progress=False)
+        assert rows(tmp_path / f"cli_{name}" / "results.csv") == rows(tmp_path / f"bundle_{name}" / "results.csv")
+        for out in ("cli", "bundle"):
+            record = json.loads(next((tmp_path / f"{out}_{name}").glob("*.json")).read_text())
+            assert record["model"]["test_time_augmentation"] == ("mirror" if name == "default" else None)
+    default, plain = (json.loads(next((tmp_path / f"cli_{name}").glob("*.json")).read_text()) for name in ("default", "plain"))
+    assert default["zones"] != plain["zones"]  # the mirror counts (the zones hold their probabilities)

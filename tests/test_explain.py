@@ -179,6 +179,18 @@ def test_predictor_writes_the_explanation_png_and_nifti(small_png, tmp_path, mon
     assert picture.mode == "RGB" and picture.size[1] > 300 // 2
 
 
+def test_the_explanation_shows_the_scores_of_the_record_with_or_without_mirror_tta(small_png, tmp_path, monkeypatch):
+    shown = []
+    write = explain_module.write_explanation
+    monkeypatch.setattr(explain_module, "write_explanation", lambda *args, **kwargs: shown.append(args[2].probabilities) or write(*args, **kwargs))
+    torch.manual_seed(0)
+    network = BSNet()
+    records = [BrixiaPredictor(network, explain="gradcam", mirror_tta=tta).run([small_png], tmp_path / str(tta), progress=False)[0] for tta in (True, False)]
+    for record, probabilities in zip(records, shown):
+        np.testing.assert_allclose([zone["probabilities"] for zone in record["zones"].values()], probabilities.numpy(), atol=1e-5)
+    assert not torch.allclose(shown[0], shown[1], atol=1e-4)  # the mirror's average, not the plain pass
+
+
 def test_a_failed_explanation_leaves_no_file_of_the_image(small_png, tmp_path, monkeypatch):
     monkeypatch.setattr(explain_module, "occlusion_relevance", functools.partial(occlusion_relevance, n_segments=2))
 

@@ -72,7 +72,7 @@ class BrixiaModel:
             (:class:`~monai_bsnet.inference.BrixiaPredictor`'s ``mirror_tta``).
     """
 
-    def __init__(self, paths: list[str], lung_threshold: float = 0.5, precision: str = "float32", mirror_tta: bool = False) -> None:
+    def __init__(self, paths: list[str], lung_threshold: float = 0.5, precision: str = "float32", mirror_tta: bool = True) -> None:
         self.paths = [str(p) for p in paths]
         self.lung_threshold = lung_threshold
         self.precision = precision

@@ -8,7 +8,7 @@
 ``model_dir``          where fine-tuned models and training runs go (default: ``<app>/model``)
 ``lung_threshold``     lung probability threshold (default 0.5)
 ``precision``          ``float32`` (default), ``bfloat16``, ``float16``
-``tta``                ``true``: mirror test-time augmentation of the zone scores (default ``false``)
+``tta``                mirror test-time augmentation of the zone scores (default ``true``; ``false``: half the time)
 ``train_threads``      CPU threads of a training (default: all cores but one)
 ``method``             retraining: ``auto`` (default: ``refit`` for the shipped pooled zone
                        classifier, ``fine_tune`` for a BS-Net head), ``refit`` or ``fine_tune``
@@ -66,7 +66,7 @@ class BSNetConfig(TaskConfig):
             self.path,
             lung_threshold=float(conf.get("lung_threshold", 0.5)),
             precision=conf.get("precision", "float32"),
-            mirror_tta=as_bool(conf.get("tta", False)),
+            mirror_tta=as_bool(conf.get("tta", True)),
         )
         if self.model.current_path() is None:
             from lib.model import warn_random_weights
