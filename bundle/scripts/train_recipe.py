@@ -68,6 +68,9 @@ SCHEDULES = {
 #: The recipe fitted rather than trained: the pooled linear zone classifier (``monai_bsnet.pooled_head``),
 #: a logistic regression on the frozen stages' cached outputs, whatever the schedule.
 POOLED = "pooled"
+#: Which zone probabilities of the out-of-fold predictions Cohen et al.'s mapping is fitted on: those of the
+#: default mirror test-time augmentation, as inference computes them.
+COHEN_INPUT = "probabilities_tta"
 #: Random augmentation draws per image that the pooled head is fitted on (each with its mirror, beside the
 #: plain image and its mirror); the smoke schedules set ``pooled_draws`` lower.
 POOLED_DRAWS = 2
@@ -306,12 +309,14 @@ def step_cohen(args, sched, models: Path) -> dict:
         logging.warning("no cross-validation predictions of %s: fitting on %s (training images: optimistic)", variant, source)
     predictions = json.loads(source.read_text())
     root = args.data / "brixia-public"
-    by_name = {p["filename"]: np.array(p["probabilities"]) for p in predictions}
+    # fitted on what inference gives the mapping by default: the zone probabilities averaged with the mirror's (TTA)
+    by_name = {p["filename"]: np.array(p[COHEN_INPUT]) for p in predictions}
     cohen = [d for d in cohen_severity_datalist(root / "cohen-severity.csv", root / "images") if Path(d["image"]).name in by_name]
     probs = np.stack([by_name[Path(d["image"]).name] for d in cohen])
     extent = np.array([d["geographic_extent"] for d in cohen])
     opacity = np.array([d["opacity"] for d in cohen])
-    result = {"variant": variant, "fitted_on_predictions": source.name, "n": len(cohen), "cross_validated": cross_validated_mae(probs, extent, opacity)}
+    result = {"variant": variant, "fitted_on_predictions": source.name, "fitted_on_key": COHEN_INPUT, "n": len(cohen),
+              "cross_validated": cross_validated_mae(probs, extent, opacity)}
     mapping = CohenSeverityMapping().fit(probs, extent, opacity)
     mapping.save(models / "cohen_severity.json")
     result["mapping"] = mapping.to_dict()
