@@ -63,7 +63,8 @@ class Explanation(NamedTuple):
             probability when the pixel's super-pixel is occluded (negative: occluding it makes the
             class likelier). Grad-CAM: the non-negative class activation of the zone logit.
         region: (h, w) bool, the explained area (the dilated predicted lungs).
-        probabilities: (6, 4) zone score probabilities of the unaltered image.
+        probabilities: (6, 4) zone score probabilities whose scores the picture names: the unaltered
+            image's (BrixiaPredictor puts its record's there, with mirror TTA their average).
         segments: (h, w) int64 super-pixel labels 1..n, 0 outside ``region`` (occlusion only).
         units: what a relevance value means, for records and file headers.
     """

@@ -113,12 +113,17 @@ def pooled_zone_features(cache: FrozenStageCache, items: Sequence[Mapping[str, A
     Computed by the ``pooled_linear`` head's own layers (the crops of
     :meth:`~monai_bsnet.networks.scoring.ZoneScoringHead.zone_crops` with ``cache.bsnet``'s settings,
     then :class:`~monai_bsnet.networks.scoring.ZonePooling`), one cached file at a time, or read as they
-    are from a :class:`PooledFeatureCache`. Every item must be cached already (``cache.build``).
+    are where the file holds them (written by a :class:`PooledFeatureCache`, whichever class opened the
+    folder). Every item must be cached already (``cache.build``).
     """
     cache.require(items)
-    if isinstance(cache, PooledFeatureCache):
-        return np.stack([torch.load(cache.path(item), weights_only=True)["pooled"].numpy() for item in items])
-    return np.stack([_pool(cache.bsnet.scoring, *cache.outputs_of(item)).numpy() for item in items])
+
+    def pooled(record: dict[str, Any]) -> np.ndarray:
+        if "pooled" in record:
+            return record["pooled"].numpy()
+        return _pool(cache.bsnet.scoring, record["features"], record["theta"], record["aligned_lung"]).numpy()
+
+    return np.stack([pooled(torch.load(cache.path(item), weights_only=True)) for item in items])
 
 
 def zone_samples(

@@ -63,8 +63,9 @@ def main(argv=None) -> int:
     result = {"n_images": len(items), "weights_sha256": weights_id, "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "all_draws": {},
               "pairs": {}, "comparisons": {}}
     full_run = args.limit is None  # the committed predictions are of all 138 images
-    references = {"cv_pooled": args.baseline if full_run else None, "seed 0 all draws": args.seed0_all_draws if full_run and args.seed != 0 else None}
-    references = {name: json.loads(path.read_text()) for name, path in references.items() if path is not None and path.is_file()}
+    baseline = json.loads(args.baseline.read_text()) if full_run and args.baseline.is_file() else None
+    seed0_all = json.loads(args.seed0_all_draws.read_text()) if full_run and args.seed != 0 and args.seed0_all_draws.is_file() else None
+    first_pair = None
     # every copy at once first, then each pair of draws beside the plain image (copies 2a, 2a+1, 2b, 2b+1 beside 0, 1)
     sets = [("all draws", "all", list(range(features.shape[1])))]
     sets += [(f"draws {a}-{b}", f"{a}{b}", [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]) for a, b in ((2 * k + 1, 2 * k + 2) for k in range(args.draws // 2))]
@@ -78,11 +79,12 @@ def main(argv=None) -> int:
             result["all_draws"] = entry
         else:
             result["pairs"][name] = entry
+        references = {"cv_pooled": baseline, "seed 0 all draws": seed0_all if name == "all draws" else None, "draws 1-2": first_pair}
         for reference_name, reference in references.items():
-            if reference is not rows and (reference_name != "seed 0 all draws" or name == "all draws"):
+            if reference is not None:
                 result["comparisons"][f"{name} vs {reference_name}"] = {key: compare_predictions(reference, rows, key) for key in ("probabilities", "probabilities_tta")}
         if name == "draws 1-2":
-            references["draws 1-2"] = rows
+            first_pair = rows
         print(f"{name}: zone MAE {summary['plain']['zone_mae']:.4f} global {summary['plain']['global_mae']:.3f} (TTA {summary['tta']['zone_mae']:.4f} "
               f"{summary['tta']['global_mae']:.3f}), C {chosen}", flush=True)
         result["seconds"] = round(time.perf_counter() - start, 1)

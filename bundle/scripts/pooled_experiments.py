@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
-from monai_bsnet.pooled_head import PooledFeatureCache, pooled_zone_features, scores_and_groups
+from monai_bsnet.pooled_head import pooled_zone_features, scores_and_groups
 
 
 def experiment_parser(description: str) -> argparse.ArgumentParser:
@@ -31,17 +30,9 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
 def pooled_public_images(args: argparse.Namespace) -> tuple[list[dict[str, Any]], FrozenStageCache, np.ndarray, np.ndarray, np.ndarray]:
     """The brixia-public items, their cache, their pooled zone vectors (N, V, 6, 1920), scores and patient groups."""
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    cache = open_built_cache(args.cache)
+    cache = FrozenStageCache.built(args.cache)  # either kind: pooled_zone_features reads what each file holds
     scores, groups = scores_and_groups(items)
     return items, cache, pooled_zone_features(cache, items), scores, groups
-
-
-def open_built_cache(folder: Path) -> FrozenStageCache:
-    """A cache built before, opened as the kind that built it: a :class:`PooledFeatureCache` when its files
-    hold pooled zone vectors only, else a whole :class:`FrozenStageCache` (both pool to the same vectors)."""
-    first = next(folder.glob("*.pt"), None)
-    pooled = first is not None and "pooled" in torch.load(first, weights_only=True)
-    return (PooledFeatureCache if pooled else FrozenStageCache).built(folder)
 
 
 def patient_order(rows: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
