@@ -62,7 +62,7 @@ from monai_bsnet.networks import ZoneScorer
 from monai_bsnet.networks.weights import state_dict_from_checkpoint, zone_classifier_of
 from monai_bsnet.pooled_head import PooledFeatureCache, fit_samples_path, load_fit_samples, refit_final_pooled_head
 from monai_bsnet.training import train_val_split, trainable_parameters
-from monai_bsnet.transforms import LoadCXRd, cxr_preprocessingd
+from monai_bsnet.transforms import LoadCXRd, RandLateralFlipd, cxr_preprocessingd
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +307,11 @@ class BrixiaScoringTrain(BasicTrainTask):
 
     def train_pre_transforms(self, context: Context) -> list:
         size = int(context.request.get("image_size", 512))
-        # mild augmentation: a handful of corrections must not be memorised pixel by pixel
+        # mild augmentation: a handful of corrections must not be memorised pixel by pixel. The mirror
+        # (zone scores swapped) is there because inference scores each image with its mirror by default,
+        # which does not help a head that never saw a mirrored image (bundle/docs/README.md, Performance)
         return self._deterministic(context) + [
+            RandLateralFlipd(keys="image", label_key="label", prob=0.5),
             RandAffined(
                 keys="image", prob=0.5, rotate_range=0.1, scale_range=0.05,
                 translate_range=(0.03 * size, 0.03 * size), padding_mode="zeros",
