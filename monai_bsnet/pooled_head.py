@@ -142,11 +142,12 @@ def zone_samples(
     return np.concatenate(x), np.concatenate(y)
 
 
-def fit_zone_regression(x: np.ndarray, y: np.ndarray, c: float) -> Pipeline:
-    """Standardisation, then a multinomial logistic regression with inverse L2 strength ``c``."""
+def fit_zone_regression(x: np.ndarray, y: np.ndarray, c: float, sample_weight: np.ndarray | None = None) -> Pipeline:
+    """Standardisation, then a multinomial logistic regression with inverse L2 strength ``c`` (its loss
+    weighted per sample by ``sample_weight``, if given; the standardisation is not)."""
     if len(np.unique(y)) < 2:
         raise ValueError(f"every training zone has score {int(y[0])}: a score classifier needs at least two scores")
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y, logisticregression__sample_weight=sample_weight)
 
 
 def regression_to_classifier(regression: Pipeline) -> LinearZoneClassifier:

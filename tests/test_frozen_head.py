@@ -209,6 +209,14 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
         assert all(0 <= rows[method]["zone_mae"] <= 3 and len(rows[method]["zone_mae_per_fold"]) == 2 for method in result["methods"])
     # no retraining gives the same held-out scores whatever the site
     assert len({rows["prior"]["zone_mae"] for key, rows in result["summary"].items() if key.startswith("senior")}) == 1
+    # the site-weighting variant: on the plain and mirrored copies only, a weight of 1 is the unweighted refit
+    weighted = refit[:refit.index("--site-sizes")] + ["--site-sizes", "4", "--methods", "refit_with_public", "--site-weights", "1", "4", "--copies", "2"]
+    weighted[weighted.index(str(tmp_path / "refit.json"))] = str(tmp_path / "weighted.json")
+    subprocess.run(weighted, check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "weighted.json").read_text())
+    assert result["copies"] == 2 and result["methods"] == ["prior", "refit_with_public", "refit_with_public_w1", "refit_with_public_w4"]
+    for rows in result["summary"].values():
+        assert rows["refit_with_public_w1"]["zone_mae"] == pytest.approx(rows["refit_with_public"]["zone_mae"], abs=1e-4)
     # the learning curve on the same cache: all the training images are used where asked, fewer where not
     curve = [sys.executable, str(REPO / "bundle" / "scripts" / "learning_curve.py"), "--data", str(shared_data), "--cache",
              str(tmp_path / "cache"), "--out", str(tmp_path / "curve.json"), "--limit", "24", "--folds", "2", "--sizes", "6", "0", "--orders", "2"]

@@ -67,6 +67,17 @@ def test_a_single_score_is_refused():
         fit_zone_regression(np.ones((5, 3)), np.full(5, 2), 0.1)
 
 
+def test_sample_weights_let_the_heavier_samples_decide_and_ones_change_nothing():
+    x = np.repeat(np.eye(2), 10, axis=0)  # two points, ten samples each
+    y = np.array([0] * 10 + [1] * 5 + [2] * 5)  # the second point is scored 1 by one half, 2 by the other
+    weights = np.array([1.0] * 10 + [1.0] * 5 + [4.0] * 5)
+    plain, weighted = fit_zone_regression(x, y, 1.0), fit_zone_regression(x, y, 1.0, sample_weight=weights)
+    assert plain.predict_proba(x[10:11])[0, 1] == pytest.approx(plain.predict_proba(x[10:11])[0, 2], abs=1e-6)
+    assert weighted.predict_proba(x[10:11])[0, 2] > 0.6 > weighted.predict_proba(x[10:11])[0, 1]
+    ones = fit_zone_regression(x, y, 1.0, sample_weight=np.ones(len(y)))
+    assert np.allclose(ones.predict_proba(x), plain.predict_proba(x), atol=1e-6)
+
+
 def test_weights_decide_the_zone_classifier_form_when_loaded(tmp_path):
     torch.manual_seed(1)
     pooled = BSNet(zone_classifier="pooled_linear").eval()

@@ -15,7 +15,9 @@ seeded order) are the site's labelled images. The held-out fold is scored after 
 - ``site_only``: the regression fitted on the site's images alone (its C chosen as ``cv:pooled`` does);
 - ``refit_with_public``: fitted on the public half and the site's images together at the shipped C
   (0.001): the app's refit (:func:`~monai_bsnet.pooled_head.refit_final_pooled_head`), which has the
-  public images' pooled vectors beside the shipped weights.
+  public images' pooled vectors beside the shipped weights;
+- ``refit_with_public_w<w>`` (``--site-weights``): the same, the site's samples weighted ``w`` times
+  the public ones.
 
 Two sites: one whose labels are the senior rater's (the held-out fold is scored against the senior),
 and one whose labels are the junior rater's (scored against the junior: a site that rates differently
@@ -23,6 +25,8 @@ from the rater the prior learned from).
 
     python bundle/scripts/refit_pooled_head.py --data DATA --cache WORK/frozen_stages \\
         --out bundle/logs/refit_experiment/refit.json
+    python bundle/scripts/refit_pooled_head.py --data DATA --cache DRAW_CACHE --copies 6 \\
+        --methods prior refit_with_public --site-weights 2 4 8 --out bundle/logs/refit_experiment/site_weight_seed0.json
 
 About 2 min to pool the cache of the 138 images, then a few minutes on two cores.
 """
@@ -62,13 +66,19 @@ def halves(train_rows: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.nd
 def main(argv=None) -> int:
     parser = experiment_parser(__doc__)
     parser.add_argument("--site-sizes", type=int, nargs="+", default=[8, 16, 32, 0], help="0: the whole site half")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--site-weights", type=float, nargs="*", default=[], help="also refit_with_public with the site's samples weighted w times")
+    parser.add_argument("--copies", type=int, default=None, help="the first N cached copies only (6 of a draw_noise.py cache: plain, 2 draws, mirrors)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     items, _, features, senior, groups = pooled_public_images(args)
+    features = features[:, : args.copies]
     raters = {"senior": senior, "junior": np.array([item["label_junior"] for item in items])}
     row = {item["image"]: i for i, item in enumerate(items)}
     copies = range(features.shape[1])
-    predictions = {(r, n, m): np.zeros((len(items), NUM_ZONES, NUM_SCORES)) for r in raters for n in args.site_sizes for m in METHODS}
+    weighted = {f"refit_with_public_w{w:g}": w for w in args.site_weights}
+    methods = ["prior", *(m for m in args.methods if m != "prior"), *weighted]  # the prior: what every refit starts from
+    predictions = {(r, n, m): np.zeros((len(items), NUM_ZONES, NUM_SCORES)) for r in raters for n in args.site_sizes for m in methods}
     folds = []
     for k, (train_rows, test_rows) in enumerate(patient_fold_indices(items, args.folds)):
         public, site = halves(np.asarray(train_rows), groups, k)
@@ -77,29 +87,37 @@ def main(argv=None) -> int:
         for rater, labels in raters.items():
             for n in args.site_sizes:
                 labelled = site[: n or len(site)]
-                out = {m: predictions[rater, n, m] for m in METHODS}
+                out = {m: predictions[rater, n, m] for m in methods}
                 out["prior"][test_rows] = classifier_probabilities(prior, features, test_rows)
+                log = {"fold": k, "rater": rater, "site_size": n, "site_images": len(labelled), "public_images": len(public), "prior_C": c_prior}
 
-                tuned = copy.deepcopy(prior)
-                inner_train, inner_val = train_val_split([items[i] for i in labelled], 0.2, 0)
-                fine_tune(tuned, features, labels, [row[i["image"]] for i in inner_train], [row[i["image"]] for i in inner_val], 1e-4, 20, k)
-                out["fine_tune"][test_rows] = classifier_probabilities(tuned, features, test_rows)
+                if "fine_tune" in out:
+                    tuned = copy.deepcopy(prior)
+                    inner_train, inner_val = train_val_split([items[i] for i in labelled], 0.2, 0)
+                    fine_tune(tuned, features, labels, [row[i["image"]] for i in inner_train], [row[i["image"]] for i in inner_val], 1e-4, 20, k)
+                    out["fine_tune"][test_rows] = classifier_probabilities(tuned, features, test_rows)
 
-                c_refit, refit_errors = choose_refit_strength(prior, features, labels, groups, labelled)
-                out["refit_towards"][test_rows] = classifier_probabilities(refit_towards(prior, *zone_samples(features, labels, labelled, copies), c_refit), features, test_rows)
+                if "refit_towards" in out:
+                    c_refit, refit_errors = choose_refit_strength(prior, features, labels, groups, labelled)
+                    out["refit_towards"][test_rows] = classifier_probabilities(refit_towards(prior, *zone_samples(features, labels, labelled, copies), c_refit), features, test_rows)
+                    log.update(refit_C=c_refit, refit_inner_zone_mae={str(c): e for c, e in refit_errors.items()})
 
-                c_site, _ = choose_regularisation(features, labels, groups, labelled)
-                site_fit = fit_zone_regression(*zone_samples(features, labels, labelled, copies), c_site)
-                out["site_only"][test_rows] = classifier_probabilities(regression_to_classifier(site_fit), features, test_rows)
+                if "site_only" in out:
+                    c_site, _ = choose_regularisation(features, labels, groups, labelled)
+                    site_fit = fit_zone_regression(*zone_samples(features, labels, labelled, copies), c_site)
+                    out["site_only"][test_rows] = classifier_probabilities(regression_to_classifier(site_fit), features, test_rows)
+                    log["site_only_C"] = c_site
 
                 x_public, y_public = zone_samples(features, senior, public, copies)
                 x_site, y_site = zone_samples(features, labels, labelled, copies)
-                both = fit_zone_regression(np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site]), SHIPPED_C)
-                out["refit_with_public"][test_rows] = classifier_probabilities(regression_to_classifier(both), features, test_rows)
+                x_both, y_both = np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site])
+                for method, w in {"refit_with_public": 1.0, **weighted}.items():
+                    if method in out:
+                        weights = np.concatenate([np.ones(len(y_public)), np.full(len(y_site), w)])
+                        both = fit_zone_regression(x_both, y_both, SHIPPED_C, sample_weight=weights)
+                        out[method][test_rows] = classifier_probabilities(regression_to_classifier(both), features, test_rows)
 
-                log = {"fold": k, "rater": rater, "site_size": n, "site_images": len(labelled), "public_images": len(public), "prior_C": c_prior,
-                       "refit_C": c_refit, "refit_inner_zone_mae": {str(c): e for c, e in refit_errors.items()}, "site_only_C": c_site,
-                       "zone_mae": {m: round(METRICS["zone_mae"](out[m][test_rows], labels[test_rows]), 4) for m in METHODS}}
+                log["zone_mae"] = {m: round(METRICS["zone_mae"](out[m][test_rows], labels[test_rows]), 4) for m in methods}
                 folds.append(log)
                 print(log, flush=True)
     summary = {}
@@ -108,17 +126,17 @@ def main(argv=None) -> int:
             runs = [f for f in folds if f["rater"] == rater and f["site_size"] == n]
             summary[f"{rater}, {f'{n} site images' if n else 'the whole site half'}"] = {
                 "site_images_per_fold": [f["site_images"] for f in runs],
-                "refit_C_per_fold": [f["refit_C"] for f in runs],
+                **({"refit_C_per_fold": [f["refit_C"] for f in runs]} if "refit_towards" in methods else {}),
                 **{m: {"zone_mae": round(METRICS["zone_mae"](predictions[rater, n, m], labels), 4),
                        "global_mae": round(METRICS["global_mae"](predictions[rater, n, m], labels), 3),
-                       "zone_mae_per_fold": [f["zone_mae"][m] for f in runs]} for m in METHODS},
+                       "zone_mae_per_fold": [f["zone_mae"][m] for f in runs]} for m in methods},
             }
-    result = {"n_images": len(items), "site_sizes": args.site_sizes, "methods": list(METHODS), "summary": summary, "folds": folds,
+    result = {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "methods": methods, "summary": summary, "folds": folds,
               "seconds": round(time.perf_counter() - start, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     for key, rows in summary.items():
-        print(key, {m: (v["zone_mae"], v["global_mae"]) for m, v in rows.items() if m in METHODS}, flush=True)
+        print(key, {m: (v["zone_mae"], v["global_mae"]) for m, v in rows.items() if m in methods}, flush=True)
     return 0
 
 
