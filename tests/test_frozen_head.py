@@ -27,7 +27,7 @@ from monai_bsnet.frozen_head import (
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import zone_mae
 from monai_bsnet.networks import BSNet
-from monai_bsnet.pooled_head import PooledFeatureCache
+from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_features, pooled_zone_features
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -217,6 +217,20 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
     assert result["copies"] == 2 and result["methods"] == ["prior", "refit_with_public", "refit_with_public_w1", "refit_with_public_w4"]
     for rows in result["summary"].values():
         assert rows["refit_with_public_w1"]["zone_mae"] == pytest.approx(rows["refit_with_public"]["zone_mae"], abs=1e-4)
+    # both raters' scores as targets, against the senior-only fit on the same copies and folds
+    raters = refit[:refit.index("--site-sizes")]
+    raters[1] = str(REPO / "bundle" / "scripts" / "rater_targets.py")
+    raters[raters.index(str(tmp_path / "refit.json"))] = str(tmp_path / "raters.json")
+    subprocess.run(raters, check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "raters.json").read_text())
+    assert result["C_grid"] == [0.0005, 0.0015, 0.005] and result["reference"] == "senior"
+    for view in ("plain", "tta"):
+        difference = result["both_raters_minus_senior_only"][view]["zone_mae"]["difference"]
+        assert difference == pytest.approx(result["both_raters"][view]["zone_mae"] - result["senior_only"][view]["zone_mae"], abs=1e-3)
+    # the senior-only fit is cv:pooled's cross-validation of these vectors
+    items = brixia_public_datalist(shared_data / "brixia-public")[:24]
+    senior_only, _ = cross_validate_features(items, pooled_zone_features(FrozenStageCache.built(tmp_path / "cache"), items), 2)
+    assert result["senior_only"]["plain"]["zone_mae"] == pytest.approx(summarise_predictions(senior_only)["plain"]["zone_mae"], abs=1e-6)
     # the learning curve on the same cache: all the training images are used where asked, fewer where not
     curve = [sys.executable, str(REPO / "bundle" / "scripts" / "learning_curve.py"), "--data", str(shared_data), "--cache",
              str(tmp_path / "cache"), "--out", str(tmp_path / "curve.json"), "--limit", "24", "--folds", "2", "--sizes", "6", "0", "--orders", "2"]
