@@ -17,22 +17,24 @@ from monai_bsnet.pooled_head import pooled_zone_features, scores_and_groups
 
 
 def experiment_parser(description: str) -> argparse.ArgumentParser:
-    """The options every such experiment has: ``--data``, ``--cache``, ``--out``, ``--folds``, ``--limit``."""
+    """The options every such experiment has: ``--data``, ``--cache``, ``--out``, ``--folds``, ``--limit``, ``--copies``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
     parser.add_argument("--cache", type=Path, required=True, help="a cache train_recipe.py built: WORK/pooled_stages (cv:pooled) or WORK/frozen_stages (--schedule cpu_cached)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
+    parser.add_argument("--copies", type=int, default=None, help="the first N cached copies only (6 of a draw_noise.py cache: plain, 2 draws, mirrors)")
     return parser
 
 
 def pooled_public_images(args: argparse.Namespace) -> tuple[list[dict[str, Any]], FrozenStageCache, np.ndarray, np.ndarray, np.ndarray]:
-    """The brixia-public items, their cache, their pooled zone vectors (N, V, 6, 1920), scores and patient groups."""
+    """The brixia-public items, their cache, their pooled zone vectors (N, V, 6, 1920; the first ``--copies``
+    of the cached copies), scores and patient groups."""
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     cache = FrozenStageCache.built(args.cache)  # either kind: pooled_zone_features reads what each file holds
     scores, groups = scores_and_groups(items)
-    return items, cache, pooled_zone_features(cache, items), scores, groups
+    return items, cache, pooled_zone_features(cache, items)[:, : args.copies], scores, groups
 
 
 def patient_order(rows: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:

@@ -29,11 +29,9 @@ from monai_bsnet.pooled_head import C_GRID, choose_regularisation, cross_validat
 
 def main(argv=None) -> int:
     parser = experiment_parser(__doc__)
-    parser.add_argument("--copies", type=int, default=None, help="the first N cached copies only (6 of a draw_noise.py cache: plain, 2 draws, mirrors)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     items, _, features, senior, groups = pooled_public_images(args)
-    features = features[:, : args.copies]
     junior = np.array([item["label_junior"] for item in items])
     n = len(items)
     # the junior's twin of image i is image n + i: the same pooled vectors, the junior's scores, the same patient

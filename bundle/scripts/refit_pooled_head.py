@@ -68,11 +68,9 @@ def main(argv=None) -> int:
     parser.add_argument("--site-sizes", type=int, nargs="+", default=[8, 16, 32, 0], help="0: the whole site half")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--site-weights", type=float, nargs="*", default=[], help="also refit_with_public with the site's samples weighted w times")
-    parser.add_argument("--copies", type=int, default=None, help="the first N cached copies only (6 of a draw_noise.py cache: plain, 2 draws, mirrors)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     items, _, features, senior, groups = pooled_public_images(args)
-    features = features[:, : args.copies]
     raters = {"senior": senior, "junior": np.array([item["label_junior"] for item in items])}
     row = {item["image"]: i for i, item in enumerate(items)}
     copies = range(features.shape[1])
