@@ -32,11 +32,8 @@ def swapped_share(transform, item: dict, draws: int = 40) -> float:
     return swapped / draws
 
 
-def test_inference_mirrors_by_default():
-    assert json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())["tta"] is True
-
-
 def test_the_bundles_scoring_training_mirrors_by_default():
+    assert json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())["tta"] is True  # the reason
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
     parser.update({"image_size": 64})
