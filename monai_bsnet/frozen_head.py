@@ -199,10 +199,18 @@ class FrozenStageCache:
         if missing:
             raise FileNotFoundError(f"{len(missing)} images are not cached in {self.folder} (first: {missing[0]}): build first")
 
-    def outputs_of(self, item: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One built item's cached outputs: its features (each (V, C_k, h_k, w_k)), theta and aligned lung map."""
-        record = torch.load(self.path(item), weights_only=True)
+    def stored(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """One built item's file, as :meth:`record` wrote it."""
+        return torch.load(self.path(item), weights_only=True)
+
+    @staticmethod
+    def outputs(record: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """A stored record's outputs: its features (each (V, C_k, h_k, w_k)), theta and aligned lung map."""
         return record["features"], record["theta"], record["aligned_lung"]
+
+    def outputs_of(self, item: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One built item's cached outputs (:meth:`outputs` of its file)."""
+        return self.outputs(self.stored(item))
 
     def load(self, items: Sequence[Mapping[str, Any]]) -> FrozenOutputs:
         """The cached outputs of ``items``, in their order (build them first)."""

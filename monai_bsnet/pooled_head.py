@@ -121,9 +121,9 @@ def pooled_zone_features(cache: FrozenStageCache, items: Sequence[Mapping[str, A
     def pooled(record: dict[str, Any]) -> np.ndarray:
         if "pooled" in record:
             return record["pooled"].numpy()
-        return _pool(cache.bsnet.scoring, record["features"], record["theta"], record["aligned_lung"]).numpy()
+        return _pool(cache.bsnet.scoring, *FrozenStageCache.outputs(record)).numpy()
 
-    return np.stack([pooled(torch.load(cache.path(item), weights_only=True)) for item in items])
+    return np.stack([pooled(cache.stored(item)) for item in items])
 
 
 def zone_samples(

@@ -50,29 +50,26 @@ def main(argv=None) -> int:
     parser.add_argument("--tta-effect", action="store_true", help="each run's test-time mirroring against its own plain scores")
     args = parser.parse_args(argv)
     found = runs(args.logs)
+    results = {}
     if args.tta_effect:
-        results = {}
+        baseline_name = "each run's plain scores"
         for name, path in found.items():
             rows = json.loads(path.read_text())
             mirrored = [{**row, "probabilities": row["probabilities_tta"]} for row in rows]
             results[f"{name} + TTA"] = compare_predictions(rows, mirrored, n_resamples=args.resamples)
-        print_table(results, "its plain scores")
-        if args.out:
-            args.out.write_text(json.dumps({"baseline": "each run's plain scores", "comparisons": results}, indent=1))
-        return 0
-    if args.baseline not in found:
-        raise SystemExit(f"no {args.baseline}{SUFFIX} under {args.logs}; found: {', '.join(found) or 'none'}")
-    baseline = json.loads(found[args.baseline].read_text())
-    results = {}
-    for name, path in found.items():
-        if name == args.baseline:
-            continue
-        candidate = json.loads(path.read_text())
-        for key, label in (("probabilities", name), ("probabilities_tta", f"{name} + TTA")):
-            results[label] = compare_predictions(baseline, candidate, key=key, n_resamples=args.resamples)
-    print_table(results, args.baseline)
+    else:
+        if args.baseline not in found:
+            raise SystemExit(f"no {args.baseline}{SUFFIX} under {args.logs}; found: {', '.join(found) or 'none'}")
+        baseline_name, baseline = args.baseline, json.loads(found[args.baseline].read_text())
+        for name, path in found.items():
+            if name == args.baseline:
+                continue
+            candidate = json.loads(path.read_text())
+            for key, label in (("probabilities", name), ("probabilities_tta", f"{name} + TTA")):
+                results[label] = compare_predictions(baseline, candidate, key=key, n_resamples=args.resamples)
+    print_table(results, baseline_name)
     if args.out:
-        args.out.write_text(json.dumps({"baseline": args.baseline, "comparisons": results}, indent=1))
+        args.out.write_text(json.dumps({"baseline": baseline_name, "comparisons": results}, indent=1))
     return 0
 
 
