@@ -17,7 +17,8 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 
 from monai_bsnet.data import brixia_public_datalist, lungseg_datalist
-from monai_bsnet.training import latest_checkpoint
+from monai_bsnet.networks.bsnet import BSNetOutput
+from monai_bsnet.training import AutocastInferer, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
@@ -154,6 +155,43 @@ def test_training_is_deterministic_with_a_seed(shared_data, tmp_path):
     train("segmentation", shared_data, tmp_path / "b", seed=3)
     a, b = state(tmp_path / "a" / "segmentation.pt"), state(tmp_path / "b" / "segmentation.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_bfloat16_switch_runs_the_network_in_bfloat16_and_the_loss_in_float32(shared_data, tmp_path):
+    data = stage_data("segmentation", shared_data)
+    parser = workflow(STAGE_FILES["segmentation"], train_datalist=data[:4], val_datalist=data[4:], ckpt_dir=str(tmp_path),
+                      output_dir=str(tmp_path / "logs"), bfloat16=True, **SMALL)
+    parser.get_parsed_content("initialize")
+    network, loss = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
+    inside, loss_inputs = [], []
+    network.bsnet.encoder.register_forward_hook(lambda module, args, out: inside.append((out[-1] if isinstance(out, (list, tuple)) else out).dtype))
+    loss.register_forward_pre_hook(lambda module, args: loss_inputs.append(args[0].dtype))
+    parser.get_parsed_content("run")
+    assert len(inside) == 3 and set(inside) == {torch.bfloat16}  # 2 training batches and 1 validation batch
+    assert len(loss_inputs) == 2 and set(loss_inputs) == {torch.float32}
+    trained = state(tmp_path / "segmentation.pt")
+    assert all(v.dtype == torch.float32 for v in trained.values() if v.is_floating_point())
+
+
+def test_the_autocast_inferer_casts_every_output_back_and_without_a_type_changes_nothing():
+    class TwoOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return {"map": y, "sizes": torch.tensor([1, 2]), "nested": (y, BSNetOutput(*[y] * len(BSNetOutput._fields)))}
+
+    torch.manual_seed(0)
+    network, image = TwoOutputs(), torch.rand(1, 1, 16, 16)
+    plain, autocast = AutocastInferer(None)(image, network), AutocastInferer(torch.bfloat16)(image, network)
+    assert torch.equal(plain["map"], network(image)["map"])
+    assert autocast["map"].dtype == torch.float32 and autocast["sizes"].dtype == torch.int64
+    assert isinstance(autocast["nested"][1], BSNetOutput) and autocast["nested"][1].lung_logits.dtype == torch.float32
+    # computed in bfloat16 (8 bits of mantissa): close to, but not the same as, float32
+    difference = (autocast["map"] - plain["map"]).abs().max()
+    assert 0 < difference < 0.05
 
 
 def test_evaluation_writes_metrics_plots_and_scores(chain, shared_data, tmp_path):
