@@ -18,6 +18,7 @@ from monai_bsnet.networks.weights import load_weights
 
 __all__ = [
     "AutocastInferer",
+    "cpu_has_bfloat16",
     "prepare_network",
     "train_val_split",
     "latest_checkpoint",
@@ -51,6 +52,12 @@ class AutocastInferer(SimpleInferer):
         with torch.autocast(inputs.device.type, dtype=self.dtype):
             outputs = super().__call__(inputs, network, *args, **kwargs)
         return _to_float32(outputs)
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), on which :class:`AutocastInferer`
+    with ``torch.bfloat16`` trains about twice as fast as float32; without them bfloat16 is emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def _to_float32(outputs: Any) -> Any:

@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 from monai_bsnet.cross_validation import compare_predictions, patient_folds, summarise_predictions
 from monai_bsnet.data import brixia_public_datalist, lungseg_datalist
 from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
+from monai_bsnet.training import cpu_has_bfloat16
 from monai_bsnet.transforms import RandLateralFlipd, RandRaterLabeld, swap_zone_sides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,6 +199,9 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     for name in ("segmentation", "alignment", "cv_head_flip", "final", "cohen", "export"):
         assert (logs / f"{name}.json").is_file(), name
     assert 0 <= json.loads((logs / "segmentation.json").read_text())["test"]["dice_mean"] <= 1
+    # stages a and b train under bfloat16 autocast by default where the CPU has bfloat16 instructions
+    for name in ("segmentation", "alignment", "segmentation_decoder", "segmentation_continued"):
+        assert json.loads((logs / f"{name}.json").read_text())["bfloat16"] is cpu_has_bfloat16(), name
     models = tmp_path / "work" / "models"
     # the two continuation steps train the lung decoder alone, then with the encoder, each without the
     # masks that have holes cut out, and leave in alignment.pt (what the scoring steps start from) their
@@ -227,3 +231,10 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     before = (logs / "cv_head_flip.json").read_text()
     result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
     assert "done before" in result.stderr and (logs / "cv_head_flip.json").read_text() == before
+
+
+def test_the_recipe_trains_in_float32_when_told_to(shared_data, tmp_path):
+    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data), "--work", str(tmp_path / "work"),
+               "--logs", str(tmp_path / "logs"), "--schedule", "smoke", "--limit", "6", "--device", "cpu", "--no-bfloat16", "segmentation"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    assert json.loads((tmp_path / "logs" / "segmentation.json").read_text())["bfloat16"] is False
