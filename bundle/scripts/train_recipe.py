@@ -77,13 +77,18 @@ COHEN_INPUT = "probabilities_tta"
 POOLED_DRAWS = 2
 
 
+def _engine_settings(sched) -> dict:
+    """The schedule's settings of a bundle training stage's engines: data-loading processes and precision."""
+    return {"num_workers": sched["num_workers"], "amp": sched["amp"], "bfloat16": sched["bfloat16"]}
+
+
 def step_segmentation(args, sched, models: Path) -> dict:
     start = time.perf_counter()
     train = lungseg_datalist(args.data / "lungseg", split="train")[: args.limit]
     result = run_bundle_stage(
         ["train.json", "train_segmentation.json"],
         {"datalist": train, "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "max_epochs": sched["segmentation_epochs"],
-         "batch_size": 16, "num_workers": sched["num_workers"], "amp": sched["amp"], "bfloat16": sched["bfloat16"], "image_size": sched["image_size"]},
+         "batch_size": 16, "image_size": sched["image_size"], **_engine_settings(sched)},
     )
     result.update(train_seconds=round(time.perf_counter() - start, 1), bfloat16=sched["bfloat16"])
     result["test"] = segmentation_test_dice(args, models / "segmentation.pt", sched["image_size"])
@@ -154,8 +159,7 @@ def _continue_segmentation(args, sched, models: Path, stage: str, frozen_stages:
         {"datalist": train, "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "stage": stage,
          "best_ckpt": f"{stage}.pt", "init_ckpt": str(before), "init_required": True,
          "frozen_stages": frozen_stages, "max_epochs": epochs,
-         "learning_rate": 3e-4, "batch_size": 8, "num_workers": sched["num_workers"], "amp": sched["amp"], "bfloat16": sched["bfloat16"],
-         "image_size": sched["image_size"], "network": "$@network_def.to(@device, memory_format=torch.channels_last)"},
+         "learning_rate": 3e-4, "batch_size": 8, "image_size": sched["image_size"], **_engine_settings(sched), "network": "$@network_def.to(@device, memory_format=torch.channels_last)"},
     )
     result.update(train_seconds=round(time.perf_counter() - start, 1), n_train=len(train),
                   n_left_out_with_holes=sum(d["mask_has_holes"] for d in masks), frozen_stages=frozen_stages, bfloat16=sched["bfloat16"])
@@ -176,7 +180,7 @@ def step_alignment(args, sched, models: Path) -> dict:
         ["train.json", "train_alignment.json"],
         {"datalist": [{"image": d["mask"], "label": d["mask"], "patient_id": d["patient_id"]} for d in masks],
          "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "max_epochs": sched["alignment_epochs"],
-         "num_workers": sched["num_workers"], "amp": sched["amp"], "bfloat16": sched["bfloat16"]},
+         **_engine_settings(sched)},
     )
     result.update(train_seconds=round(time.perf_counter() - start, 1), bfloat16=sched["bfloat16"])
     result["test"] = alignment_test_dice(args, models / "alignment.pt")
