@@ -187,13 +187,17 @@ def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_pa
     assert mirrored["difference"] < 0 and same["difference"] == 0
 
 
+def recipe_command(shared_data, tmp_path, *arguments: str) -> list[str]:
+    """``train_recipe.py`` on the smoke schedule and the CPU, working and logging under ``tmp_path``."""
+    return [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data), "--work", str(tmp_path / "work"),
+            "--logs", str(tmp_path / "logs"), "--schedule", "smoke", "--device", "cpu", *arguments]
+
+
 def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     """segmentation -> alignment -> decoder-only segmentation -> segmentation continued with the encoder -> 2-fold CV -> final model -> Cohen mapping -> half
     export -> its lung Dice, 64 px."""
     steps = ["segmentation", "alignment", "segmentation_decoder", "segmentation_continued", "cv:head_flip", "final:auto", "cohen", "export", "evaluate_segmentation"]
-    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
-               "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke",
-               "--limit", "10", "--folds", "2", "--device", "cpu", *steps]
+    command = recipe_command(shared_data, tmp_path, "--limit", "10", "--folds", "2", *steps)
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     logs = tmp_path / "logs"
     for name in ("segmentation", "alignment", "cv_head_flip", "final", "cohen", "export"):
@@ -234,7 +238,5 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
 
 
 def test_the_recipe_trains_in_float32_when_told_to(shared_data, tmp_path):
-    command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data), "--work", str(tmp_path / "work"),
-               "--logs", str(tmp_path / "logs"), "--schedule", "smoke", "--limit", "6", "--device", "cpu", "--no-bfloat16", "segmentation"]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    subprocess.run(recipe_command(shared_data, tmp_path, "--limit", "6", "--no-bfloat16", "segmentation"), check=True, capture_output=True, timeout=300)
     assert json.loads((tmp_path / "logs" / "segmentation.json").read_text())["bfloat16"] is False
