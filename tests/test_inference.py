@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -68,6 +69,13 @@ def test_one_csv_row_per_input_with_errors_named(scored, mixed_folder):
     for bad in ("report.png", "cut.jpg", "icon.png"):
         assert by_name[bad]["status"] == "error" and by_name[bad]["A"] == ""
 
+
+
+@pytest.mark.parametrize("document", ["README.md", "bundle/docs/README.md"])
+def test_the_documents_name_the_csv_columns_the_writer_writes(document):
+    """The README and the model card spell out ``results.csv``'s header: it must be the one written."""
+    text = (Path(__file__).resolve().parents[1] / document).read_text()
+    assert f"`{', '.join(RESULT_COLUMNS)}`" in text
 
 def test_nothing_is_written_for_bad_files(scored):
     _, out = scored
