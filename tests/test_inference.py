@@ -70,12 +70,12 @@ def test_one_csv_row_per_input_with_errors_named(scored, mixed_folder):
         assert by_name[bad]["status"] == "error" and by_name[bad]["A"] == ""
 
 
-
 @pytest.mark.parametrize("document", ["README.md", "bundle/docs/README.md"])
 def test_the_documents_name_the_csv_columns_the_writer_writes(document):
     """The README and the model card spell out ``results.csv``'s header: it must be the one written."""
     text = (Path(__file__).resolve().parents[1] / document).read_text()
     assert f"`{', '.join(RESULT_COLUMNS)}`" in text
+
 
 def test_nothing_is_written_for_bad_files(scored):
     _, out = scored
