@@ -1,0 +1,46 @@
+"""Average the weights of BS-Net checkpoints fine-tuned from one start into one network (a weight soup).
+
+Every floating-point tensor of the state dicts (weights and batch-norm running statistics) is averaged
+uniformly; integer buffers (batch-norm step counters) are taken from the first checkpoint. Averaging
+networks that lie in one basin, as continued training from a common checkpoint does, takes out some of
+the run-to-run variance at no cost at inference (stochastic weight averaging, Izmailov et al., UAI 2018;
+model soups, Wortsman et al., ICML 2022).
+
+    python bundle/scripts/average_checkpoints.py FIRST.pt SECOND.pt [...] --out WORK/models/alignment.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of ``state_dicts`` (same keys and shapes), computed in float64."""
+    first = state_dicts[0]
+    if any(sd.keys() != first.keys() for sd in state_dicts[1:]):
+        raise ValueError("the checkpoints hold different tensors: they are not the same network")
+    return {key: torch.stack([sd[key].double() for sd in state_dicts]).mean(0).to(value.dtype) if value.is_floating_point() else value.clone()
+            for key, value in first.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="state dicts of one architecture (two or more)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if len(args.checkpoints) < 2:
+        parser.error("give at least two checkpoints")
+    state_dicts = [torch.load(path, map_location="cpu", weights_only=True) for path in args.checkpoints]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial")
+    torch.save(average_state_dicts(state_dicts), partial)
+    partial.replace(args.out)  # never a half-written checkpoint under the final name
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
