@@ -187,6 +187,28 @@ def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_pa
     assert mirrored["difference"] < 0 and same["difference"] == 0
 
 
+
+def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
+    from monai_bsnet.networks import BSNet, load_weights
+
+    torch.manual_seed(0)
+    first, second = BSNet().state_dict(), BSNet().state_dict()
+    second["encoder.bn1.num_batches_tracked"] = torch.tensor(5)
+    for i, state in enumerate((first, second)):
+        torch.save(state, tmp_path / f"{i}.pt")
+    script = [sys.executable, str(REPO / "bundle" / "scripts" / "average_checkpoints.py")]
+    subprocess.run([*script, str(tmp_path / "0.pt"), str(tmp_path / "1.pt"), "--out", str(tmp_path / "soup" / "soup.pt")], check=True)
+    soup = torch.load(tmp_path / "soup" / "soup.pt", weights_only=True)
+    key = "encoder.conv1.weight"
+    assert not torch.equal(first[key], second[key])
+    assert torch.allclose(soup[key], (first[key] + second[key]) / 2, atol=1e-7) and soup[key].dtype == torch.float32
+    assert soup["encoder.bn1.num_batches_tracked"] == first["encoder.bn1.num_batches_tracked"]  # integers: the first's
+    load_weights(BSNet(), tmp_path / "soup" / "soup.pt")
+    del second[key]
+    torch.save(second, tmp_path / "1.pt")
+    mismatch = subprocess.run([*script, str(tmp_path / "0.pt"), str(tmp_path / "1.pt"), "--out", str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert mismatch.returncode != 0 and "not the same network" in mismatch.stderr and not (tmp_path / "bad.pt").exists()
+
 def recipe_command(shared_data, tmp_path, *arguments: str) -> list[str]:
     """``train_recipe.py`` on the smoke schedule and the CPU, working and logging under ``tmp_path``."""
     return [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data), "--work", str(tmp_path / "work"),
