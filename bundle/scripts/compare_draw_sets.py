@@ -1,0 +1,73 @@
+"""Are a candidate's frozen stages better than the shipped ones on every set of augmentation draws?
+
+The pooled head's cross-validated scores move by about 0.02 zone MAE with the random augmentation draws it
+is fitted on (``draw_noise.py``), so new frozen stages are judged on several sets of draws, each fitted
+on the shipped stages and on the candidate's. For each set this compares the two out-of-fold predictions
+(:func:`monai_bsnet.cross_validation.compare_predictions`: differences with a paired patient bootstrap),
+plain and with mirror TTA, and applies the shipping rule of ``bundle/docs/experiments.md`` ("Stage a"):
+with the served scores (``--key``, default TTA) the candidate's zone MAE is lower on every set, lower by
+at least ``--zone-margin`` on their mean, and its mean global MAE is not higher by more than
+``--global-margin``.
+
+    python bundle/scripts/compare_draw_sets.py \\
+        --pair "seed 0" bundle/logs/cv_pooled_predictions.json WORK/logs/cv_pooled_predictions.json \\
+        --pair "seed 1" bundle/logs/draw_noise/seed1/cv_pooled_draws12_predictions.json WORK/seed1/cv_pooled_draws12_predictions.json \\
+        --out decision.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from monai_bsnet.cross_validation import compare_predictions
+
+KEYS = ("probabilities", "probabilities_tta")
+
+
+def shipping_rule(comparisons: list[dict], zone_margin: float, global_margin: float) -> dict:
+    """The rule on one key's comparisons (one per set of draws): every condition, and whether all hold."""
+    mean = lambda metric, side: round(sum(c[metric][side] for c in comparisons) / len(comparisons), 4)  # noqa: E731
+    zone = {side: mean("zone_mae", side) for side in ("baseline", "candidate")}
+    global_ = {side: mean("global_mae", side) for side in ("baseline", "candidate")}
+    conditions = {
+        "zone_mae_lower_on_every_set": all(c["zone_mae"]["candidate"] < c["zone_mae"]["baseline"] for c in comparisons),
+        f"mean_zone_mae_at_least_{zone_margin}_lower": zone["candidate"] <= zone["baseline"] - zone_margin,
+        f"mean_global_mae_at_most_{global_margin}_higher": global_["candidate"] <= global_["baseline"] + global_margin,
+    }
+    return {"n_sets": len(comparisons), "mean_zone_mae": zone, "mean_global_mae": global_, **conditions, "passes": all(conditions.values())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", nargs=3, action="append", required=True, metavar=("LABEL", "BASELINE", "CANDIDATE"),
+                        help="one set of draws: its label and the two out-of-fold prediction files fitted on it")
+    parser.add_argument("--key", choices=KEYS, default="probabilities_tta", help="the scores the rule judges (default: as served)")
+    parser.add_argument("--zone-margin", type=float, default=0.010)
+    parser.add_argument("--global-margin", type=float, default=0.03)
+    parser.add_argument("--resamples", type=int, default=10000)
+    parser.add_argument("--out", type=Path, default=None, help="where to write the comparisons and the rule (JSON)")
+    args = parser.parse_args(argv)
+    result = {"pairs": {}, "rule": {}}
+    for label, baseline, candidate in args.pair:
+        rows = [json.loads(Path(path).read_text()) for path in (baseline, candidate)]
+        result["pairs"][label] = {"baseline": baseline, "candidate": candidate,
+                                  **{key: compare_predictions(*rows, key, n_resamples=args.resamples) for key in KEYS}}
+    print("| draws | scores | zone MAE: baseline / candidate (difference, 95% interval) | global MAE: baseline / candidate (difference) |")
+    print("|---|---|---|---|")
+    for label, pair in result["pairs"].items():
+        for key in KEYS:
+            z, g = pair[key]["zone_mae"], pair[key]["global_mae"]
+            print(f"| {label} | {key} | {z['baseline']:.3f} / {z['candidate']:.3f} ({z['difference']:+.3f}; {z['ci95'][0]:+.3f}, "
+                  f"{z['ci95'][1]:+.3f}) | {g['baseline']:.2f} / {g['candidate']:.2f} ({g['difference']:+.2f}) |")
+    result["rule"] = {"key": args.key, **shipping_rule([pair[args.key] for pair in result["pairs"].values()], args.zone_margin, args.global_margin)}
+    print(json.dumps(result["rule"], indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
