@@ -188,6 +188,33 @@ def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_pa
 
 
 
+
+def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path):
+    """Zone errors that cancel in the sum: the baseline is off by +1 in zone A and -1 in zone B (global exact),
+    one candidate only by +1 in zone A (lower zone MAE, higher global MAE), another exact."""
+    truth = np.random.default_rng(3).integers(1, 3, (12, 6))
+    patients = [f"p{i}" for i in range(12)]
+    shift = lambda a, b: truth + np.array([a, b, 0, 0, 0, 0])  # noqa: E731
+    files = {}
+    for name, predicted in (("baseline", shift(1, -1)), ("one_sided", shift(1, 0)), ("exact", truth)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(_prediction_rows(truth, predicted, patients)))
+
+    def rule(candidate: str) -> dict:
+        out = tmp_path / f"{candidate}_decision.json"
+        pairs = [arg for label in ("seed 0", "seed 1") for arg in ("--pair", label, str(files["baseline"]), str(files[candidate]))]
+        subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_draw_sets.py"), *pairs, "--resamples", "200",
+                        "--out", str(out)], capture_output=True, text=True, check=True)
+        return json.loads(out.read_text())
+
+    one_sided = rule("one_sided")
+    assert set(one_sided["pairs"]) == {"seed 0", "seed 1"} and one_sided["rule"]["key"] == "probabilities_tta"
+    assert one_sided["rule"]["mean_zone_mae"] == {"baseline": round(2 / 6, 4), "candidate": round(1 / 6, 4)}
+    assert one_sided["rule"]["mean_global_mae"] == {"baseline": 0, "candidate": 1}
+    assert one_sided["rule"]["zone_mae_lower_on_every_set"] and not one_sided["rule"]["mean_global_mae_at_most_0.03_higher"]
+    assert not one_sided["rule"]["passes"]
+    assert rule("exact")["rule"]["passes"]
+
 def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
     from monai_bsnet.networks import BSNet, load_weights
 
