@@ -27,11 +27,14 @@ from monai_bsnet.cross_validation import compare_predictions
 KEYS = ("probabilities", "probabilities_tta")
 
 
+def mean_over_sets(comparisons: list[dict], metric: str) -> dict[str, float]:
+    """The baseline's and the candidate's ``metric`` averaged over the sets of draws."""
+    return {side: round(sum(c[metric][side] for c in comparisons) / len(comparisons), 4) for side in ("baseline", "candidate")}
+
+
 def shipping_rule(comparisons: list[dict], zone_margin: float, global_margin: float) -> dict:
     """The rule on one key's comparisons (one per set of draws): every condition, and whether all hold."""
-    mean = lambda metric, side: round(sum(c[metric][side] for c in comparisons) / len(comparisons), 4)  # noqa: E731
-    zone = {side: mean("zone_mae", side) for side in ("baseline", "candidate")}
-    global_ = {side: mean("global_mae", side) for side in ("baseline", "candidate")}
+    zone, global_ = mean_over_sets(comparisons, "zone_mae"), mean_over_sets(comparisons, "global_mae")
     conditions = {
         "zone_mae_lower_on_every_set": all(c["zone_mae"]["candidate"] < c["zone_mae"]["baseline"] for c in comparisons),
         f"mean_zone_mae_at_least_{zone_margin}_lower": zone["candidate"] <= zone["baseline"] - zone_margin,
