@@ -69,8 +69,11 @@ def main(argv=None) -> int:
     # every copy at once first, then each pair of draws beside the plain image (copies 2a, 2a+1, 2b, 2b+1 beside 0, 1)
     sets = [("all draws", "all", list(range(features.shape[1])))]
     sets += [(f"draws {a}-{b}", f"{a}{b}", [0, 1, 2 * a, 2 * a + 1, 2 * b, 2 * b + 1]) for a, b in ((2 * k + 1, 2 * k + 2) for k in range(args.draws // 2))]
+    fitted = {}  # with --draws 2 "all draws" and "draws 1-2" are the same copies: fitted once
     for name, suffix, copies in sets:
-        rows, folds_log = cross_validate_features(items, features[:, copies], args.folds)
+        if tuple(copies) not in fitted:
+            fitted[tuple(copies)] = cross_validate_features(items, features[:, copies], args.folds)
+        rows, folds_log = fitted[tuple(copies)]
         chosen = [fold["chosen_C"] for fold in folds_log]
         (args.out / f"cv_pooled_draws{suffix}_predictions.json").write_text(json.dumps(rows))
         summary = summarise_predictions(rows)
