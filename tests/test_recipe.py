@@ -187,8 +187,6 @@ def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_pa
     assert mirrored["difference"] < 0 and same["difference"] == 0
 
 
-
-
 def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path):
     """Zone errors that cancel in the sum: the baseline is off by +1 in zone A and -1 in zone B (global exact),
     one candidate only by +1 in zone A (lower zone MAE, higher global MAE), another exact."""
@@ -215,6 +213,7 @@ def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path
     assert not one_sided["rule"]["passes"]
     assert rule("exact")["rule"]["passes"]
 
+
 def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
     from monai_bsnet.networks import BSNet, load_weights
 
@@ -234,7 +233,12 @@ def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp
     del second[key]
     torch.save(second, tmp_path / "1.pt")
     mismatch = subprocess.run([*script, str(tmp_path / "0.pt"), str(tmp_path / "1.pt"), "--out", str(tmp_path / "bad.pt")], capture_output=True, text=True)
-    assert mismatch.returncode != 0 and "not the same network" in mismatch.stderr and not (tmp_path / "bad.pt").exists()
+    assert mismatch.returncode != 0 and not (tmp_path / "bad.pt").exists()
+    assert f"{tmp_path / '1.pt'} is not the same network as {tmp_path / '0.pt'}: {key} differs" in mismatch.stderr
+    torch.save({**first, key: torch.zeros(1)}, tmp_path / "1.pt")  # the same names, another shape
+    reshaped = subprocess.run([*script, str(tmp_path / "0.pt"), str(tmp_path / "1.pt"), "--out", str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert reshaped.returncode != 0 and f"{key} differs" in reshaped.stderr and not (tmp_path / "bad.pt").exists()
+
 
 def recipe_command(shared_data, tmp_path, *arguments: str) -> list[str]:
     """``train_recipe.py`` on the smoke schedule and the CPU, working and logging under ``tmp_path``."""

@@ -18,11 +18,15 @@ from pathlib import Path
 import torch
 
 
-def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The uniform average of ``state_dicts`` (same keys and shapes), computed in float64."""
+def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]], names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The uniform average of ``state_dicts`` (same keys and shapes), computed in float64; ``names`` (the
+    files, say) are what an error about a state dict that does not match the first one names."""
+    names = names or [f"checkpoint {i}" for i in range(len(state_dicts))]
     first = state_dicts[0]
-    if any(sd.keys() != first.keys() for sd in state_dicts[1:]):
-        raise ValueError("the checkpoints hold different tensors: they are not the same network")
+    for name, sd in zip(names[1:], state_dicts[1:]):
+        differing = sorted(sd.keys() ^ first.keys()) or [k for k in first if sd[k].shape != first[k].shape]
+        if differing:
+            raise ValueError(f"{name} is not the same network as {names[0]}: {differing[0]} differs")
     return {key: torch.stack([sd[key].double() for sd in state_dicts]).mean(0).to(value.dtype) if value.is_floating_point() else value.clone()
             for key, value in first.items()}
 
@@ -35,9 +39,13 @@ def main(argv=None) -> int:
     if len(args.checkpoints) < 2:
         parser.error("give at least two checkpoints")
     state_dicts = [torch.load(path, map_location="cpu", weights_only=True) for path in args.checkpoints]
+    try:
+        average = average_state_dicts(state_dicts, [str(path) for path in args.checkpoints])
+    except ValueError as error:
+        parser.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
-    torch.save(average_state_dicts(state_dicts), partial)
+    torch.save(average, partial)
     partial.replace(args.out)  # never a half-written checkpoint under the final name
     return 0
 
