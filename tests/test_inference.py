@@ -18,6 +18,8 @@ from monai_bsnet.networks import BSNet
 from monai_bsnet.writers import RESULT_COLUMNS
 from monai_bsnet.zones import ZONE_NAMES, median_scores
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def predictor() -> BrixiaPredictor:
@@ -73,7 +75,7 @@ def test_one_csv_row_per_input_with_errors_named(scored, mixed_folder):
 @pytest.mark.parametrize("document", ["README.md", "bundle/docs/README.md"])
 def test_the_documents_name_the_csv_columns_the_writer_writes(document):
     """The README and the model card spell out ``results.csv``'s header: it must be the one written."""
-    text = (Path(__file__).resolve().parents[1] / document).read_text()
+    text = (REPO / document).read_text()
     assert f"`{', '.join(RESULT_COLUMNS)}`" in text
 
 

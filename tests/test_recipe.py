@@ -192,9 +192,9 @@ def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path
     one candidate only by +1 in zone A (lower zone MAE, higher global MAE), another exact."""
     truth = np.random.default_rng(3).integers(1, 3, (12, 6))
     patients = [f"p{i}" for i in range(12)]
-    shift = lambda a, b: truth + np.array([a, b, 0, 0, 0, 0])  # noqa: E731
     files = {}
-    for name, predicted in (("baseline", shift(1, -1)), ("one_sided", shift(1, 0)), ("exact", truth)):
+    for name, (error_a, error_b) in (("baseline", (1, -1)), ("one_sided", (1, 0)), ("exact", (0, 0))):
+        predicted = truth + np.array([error_a, error_b, 0, 0, 0, 0])
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(_prediction_rows(truth, predicted, patients)))
 
