@@ -624,6 +624,8 @@ def test_ohif_opens_a_cxr_study_and_runs_bsnet_from_the_monai_label_panel(pacs_s
                 print(f"viewer not ready (attempt {attempt + 1}):", *problems[-8:], sep="\n")
                 if attempt == 2:
                     raise
+        # the hanging protocol re-renders the side panel: its connect button may be gone for a moment
+        browser.wait_for("!!document.querySelector('.monaiLabelPanel button.actionButton')", 30)
         browser.js("document.querySelector('.monaiLabelPanel button.actionButton').click()")  # connect
         panel = "document.querySelector('.monaiLabelPanel')"
         browser.wait_for(f"Array.from({panel}.querySelectorAll('select option')).some(o => o.value == 'bsnet')", 60)
