@@ -25,10 +25,9 @@ import torch.nn as nn
 from scipy.stats import bootstrap
 from sklearn.model_selection import StratifiedGroupKFold
 
-from monai_bsnet.metrics import brixia_metrics
+from monai_bsnet.metrics import as_zone_scores, brixia_metrics
 from monai_bsnet.training import patient_groups, train_val_split
 from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, swap_zone_sides
-from monai_bsnet.zones import median_scores
 
 __all__ = [
     "BUNDLE_CONFIGS",
@@ -311,6 +310,7 @@ def compare_predictions(
     reference: str = "label_senior",
     n_resamples: int = 10000,
     seed: int = 0,
+    candidate_key: str | None = None,
 ) -> dict[str, Any]:
     """How much lower ``candidate``'s errors are than ``baseline``'s on the same out-of-fold images.
 
@@ -324,9 +324,11 @@ def compare_predictions(
 
     Args:
         baseline, candidate: out-of-fold prediction rows; matched by ``filename``.
-        key: ``"probabilities"`` or ``"probabilities_tta"``.
+        key: ``"probabilities"`` or ``"probabilities_tta"`` (zone probabilities, rated by their medians), or
+            a key of zone scores (N, 6) such as ``"scores_context_tta"``.
         reference: the rater whose scores are the truth.
         n_resamples, seed: of the bootstrap.
+        candidate_key: the candidate's key, where it is not ``key``: two ratings of the same rows.
 
     Returns:
         for ``zone_mae`` and ``global_mae``: baseline, candidate, difference, ``ci95`` and the number
@@ -338,7 +340,8 @@ def compare_predictions(
         raise ValueError(f"the two cross-validations must score the same images once each; not in both: {missing[:5]}")
     rows = list(baseline)
     target = np.array([row[reference] for row in rows])
-    scores = [median_scores(np.array([r[key] for r in runs])) for runs in (rows, [by_name[row["filename"]] for row in rows])]
+    candidate_rows = [by_name[row["filename"]] for row in rows]
+    scores = [as_zone_scores(np.array([r[k] for r in runs])) for runs, k in ((rows, key), (candidate_rows, candidate_key or key))]
     zone_error = [np.abs(s - target).sum(1) for s in scores]  # per image, summed over the six zones
     global_error = [np.abs(s.sum(1) - target.sum(1)) for s in scores]
     patients = np.array([str(row.get("patient_id") or row["filename"]) for row in rows])
@@ -349,7 +352,7 @@ def compare_predictions(
         return np.bincount(patient_of, weights=values, minlength=len(names))
 
     images = per_patient(np.ones(len(rows)))
-    out: dict[str, Any] = {"key": key, "reference": reference, "n_images": len(rows), "n_patients": len(names)}
+    out: dict[str, Any] = {"key": key, **({"candidate_key": candidate_key} if candidate_key else {}), "reference": reference, "n_images": len(rows), "n_patients": len(names)}
     for metric, errors, per_image in (("zone_mae", zone_error, 6), ("global_mae", global_error, 1)):
         difference, weight = per_patient(errors[1] - errors[0]), per_image * images
         mean = [float(e.sum() / (per_image * len(rows))) for e in errors]

@@ -40,6 +40,7 @@ from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
 from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "fit_zone_regression",
     "regression_to_classifier",
     "choose_regularisation",
+    "inner_splits",
+    "inner_out_of_fold_probabilities",
     "regression_probabilities",
     "REFIT_C_GRID",
     "DEFAULT_REFIT_C",
@@ -60,6 +63,8 @@ __all__ = [
     "scores_and_groups",
     "cross_validate_features",
     "cross_validate_pooled_head",
+    "fit_pooled_regression",
+    "cross_validate_with_context",
     "fit_final_pooled_head",
     "frozen_stages_fingerprint",
     "fit_samples_path",
@@ -188,13 +193,32 @@ def _grouped_search(
     """The ``c`` of ``c_grid`` whose ``predict(train, test, c)`` (zone probabilities of the ``test``
     images from a fit on the ``train`` images) has the lowest zone MAE in a patient-grouped
     ``n_splits``-fold cross-validation of ``images``; and every candidate's zone MAE."""
-    images = np.asarray(images)
-    splits = list(GroupKFold(min(n_splits, len(set(groups[images])))).split(images, groups=groups[images]))
+    splits = inner_splits(groups, images, n_splits)
     errors = {}
     for c in c_grid:
-        absolute = sum(METRICS["zone_mae"](predict(images[train], images[test], c), scores[images[test]]) * len(test) for train, test in splits)
+        absolute = sum(METRICS["zone_mae"](predict(train, test, c), scores[test]) * len(test) for train, test in splits)
         errors[c] = round(absolute / len(images), 4)
     return min(c_grid, key=errors.get), errors
+
+
+def inner_splits(groups: np.ndarray, images: Sequence[int], n_splits: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The patient-grouped (train, test) splits of ``images`` (positions) that choose a fit's settings."""
+    images = np.asarray(images)
+    return [(images[a], images[b]) for a, b in GroupKFold(min(n_splits, len(set(groups[images])))).split(images, groups=groups[images])]
+
+
+def inner_out_of_fold_probabilities(
+    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c: float, n_splits: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plain and mirror-TTA zone probabilities (len(images), 6, 4) of ``images``, each image's from a fit
+    at ``c`` on the other splits of :func:`inner_splits`: what the fit gives images it has not seen."""
+    images = np.asarray(images)
+    position = {n: i for i, n in enumerate(images)}
+    out = np.zeros((2, len(images), NUM_ZONES, NUM_SCORES))
+    for train, test in inner_splits(groups, images, n_splits):
+        regression = fit_zone_regression(*zone_samples(features, scores, train, range(features.shape[1])), c)
+        out[:, [position[n] for n in test]] = regression_probabilities(regression, features, test)
+    return out[0], out[1]
 
 
 def choose_regularisation(
@@ -276,7 +300,7 @@ def scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, n
     return np.array([list(item["label"]) for item in items]), np.array(patient_groups(items))
 
 
-def _fit(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
+def fit_pooled_regression(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
     start = time.perf_counter()
     c, errors = choose_regularisation(features, scores, groups, images, c_grid)
     regression = fit_zone_regression(*zone_samples(features, scores, images, range(features.shape[1])), c)
@@ -294,9 +318,38 @@ def cross_validate_features(
     predictions: list[dict[str, Any]] = []
     folds_log = []
     for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
-        regression, log = _fit(features, scores, groups, train, c_grid)
+        regression, log = fit_pooled_regression(features, scores, groups, train, c_grid)
         log.update(n_test=len(test), fold=k)
         predictions += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
+        folds_log.append(log)
+        logger.info("fold %d: %s", k, log)
+    return predictions, folds_log
+
+
+def cross_validate_with_context(
+    items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`cross_validate_features` with the zone context stage (:mod:`monai_bsnet.zone_context`), nested.
+
+    In each outer fold the pooled head is fitted as there; it is then refitted at its chosen C on the
+    same inner splits that chose C, which gives out-of-fold TTA probabilities of the training images;
+    the context stage is fitted on those alone and rates the held-out images (``scores_context``
+    from the plain probabilities, ``scores_context_tta`` from the TTA ones), their sums held to the pooled
+    head's. No held-out label reaches either stage.
+    """
+    scores, groups = scores_and_groups(items)
+    predictions: list[dict[str, Any]] = []
+    folds_log = []
+    for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
+        regression, log = fit_pooled_regression(features, scores, groups, train, c_grid)
+        plain, tta = regression_probabilities(regression, features, test)
+        _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
+        stage = ZoneContextRating().fit(inner_tta, scores[train])
+        rows = prediction_rows([items[i] for i in test], k, plain, tta)
+        for row, rated, rated_tta in zip(rows, stage.ratings(plain), stage.ratings(tta)):
+            row["scores_context"], row["scores_context_tta"] = rated.tolist(), rated_tta.tolist()
+        predictions += rows
+        log.update(n_test=len(test), fold=k)
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)
     return predictions, folds_log
@@ -339,7 +392,7 @@ def fit_final_pooled_head(
     cache.build(items)
     features = pooled_zone_features(cache, items)
     scores, groups = scores_and_groups(items)
-    regression, log = _fit(features, scores, groups, range(len(items)), c_grid)
+    regression, log = fit_pooled_regression(features, scores, groups, range(len(items)), c_grid)
     head: ZoneScoringHead = cache.bsnet.scoring.with_zone_classifier("pooled_linear")
     head.share_classifier(regression_to_classifier(regression))
     cache.bsnet.scoring = head

@@ -1,0 +1,74 @@
+"""The nested cross-validation of the zone context stage (``monai_bsnet.zone_context``) on one set of draws.
+
+A screen on stored out-of-fold predictions found that a second stage reading the whole image's zone
+probabilities, its ratings held to the first stage's global score, lowered the zone MAE at the same
+global MAE (``bundle/docs/experiments.md``, "A second stage that reads the whole image's zones?"). That
+screen fitted the second stage on predictions whose first-stage fits had seen the held-out fold's labels.
+This script runs it nested (:func:`monai_bsnet.pooled_head.cross_validate_with_context`) on a pooled cache
+of the shipped stages with 2 seeded draws per image (the cache of ``draw_noise.py --draws 2``; seed 0's
+draws are ``cv:pooled``'s own) and compares the served ratings with the pooled head's alone, plain and with
+mirror TTA (paired patient bootstrap).
+
+    python bundle/scripts/zone_context_experiment.py --data ../shared/data --cache WORK/cache_seed0 \\
+        --out bundle/logs/zone_context/seed0 [--seed 0] [--weights bundle/models/model.pt]
+
+About 7.5 min on two cores for the cache of the 138 images (resumable), then about 3 min of fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from monai_bsnet.cross_validation import compare_predictions, summarise_predictions
+from monai_bsnet.data import brixia_public_datalist
+from monai_bsnet.metrics import brixia_metrics
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_with_context, pooled_zone_features
+
+REPO = Path(__file__).resolve().parents[2]
+#: (first stage's probabilities, the served ratings with the context stage), plain and with mirror TTA
+FORMS = {"plain": ("probabilities", "scores_context"), "tta": ("probabilities_tta", "scores_context_tta")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
+    parser.add_argument("--cache", type=Path, required=True, help="where the pooled vectors are cached (resumable)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=REPO / "bundle" / "models" / "model.pt")
+    parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
+    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--resamples", type=int, default=10000)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
+    weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
+    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, 2, args.image_size, seed=args.seed, weights_id=weights_id)
+    cache.build(items)
+    cache_seconds = time.perf_counter() - start
+    rows, folds_log = cross_validate_with_context(items, pooled_zone_features(cache, items), args.folds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "predictions.json").write_text(json.dumps(rows))
+    first_stage = summarise_predictions(rows)
+    result = {"n_images": len(items), "weights_sha256": weights_id, "draw_seed": args.seed, "cache": cache.settings,
+              "cache_seconds": round(cache_seconds, 1), "folds": folds_log, "first_stage": {}, "with_context": {}, "comparison": {}}
+    for form, (probabilities, ratings) in FORMS.items():
+        served = brixia_metrics([row[ratings] for row in rows], [row["label_senior"] for row in rows])
+        result["first_stage"][form] = {k: first_stage[form][k] for k in ("zone_mae", "global_mae", "zone_accuracy")}
+        result["with_context"][form] = {k: served[k] for k in ("zone_mae", "global_mae", "zone_accuracy", "kappa_linear", "kappa_quadratic", "zone_confusion_matrix")}
+        result["comparison"][form] = compare_predictions(rows, rows, probabilities, n_resamples=args.resamples, candidate_key=ratings)
+        print(f"{form}: first stage {first_stage[form]['zone_mae']:.4f} / {first_stage[form]['global_mae']:.3f}, "
+              f"with context {served['zone_mae']:.4f} / {served['global_mae']:.3f}", flush=True)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    (args.out / "zone_context.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""A second rating stage that reads the six zones of an image together (stacking).
+
+The scoring head rates each zone from its own crop. A radiologist reads the six together: a zone beside
+five clear ones is more likely clear. This stage refits each zone's four score probabilities from the
+logs of those probabilities and the image's mean expected zone score, by one multinomial logistic
+regression shared by the six zones (scikit-learn, L-BFGS, L2), fitted on *out-of-fold* probabilities of
+the first stage (what it gives images it was not fitted on, as at inference).
+
+Its zone distributions are better, but the sum of their medians is a worse global score than the
+first stage's (``bundle/docs/experiments.md``, "A second stage that reads the whole image's zones?").
+So the served ratings take both: the global score stays the sum of the first stage's zone medians, and
+the six zone ratings are those with the least expected absolute error under this stage's distributions
+that add up to it (:func:`ratings_with_sum`).
+
+Reference: D. H. Wolpert, "Stacked generalization", Neural Networks 5(2), 1992.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
+
+__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside"]
+
+#: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
+CONTEXT_FILE = "zone_context.json"
+
+#: Probabilities are clipped here before their logarithm (a score the first stage never gives has 0).
+_FLOOR = 1e-6
+
+
+def context_inputs(probabilities: np.ndarray) -> np.ndarray:
+    """(N, 6, 4) zone probabilities -> (N * 6, 5) inputs: the zone's four log-probabilities and the
+    image's mean expected zone score, one row per (image, zone)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), _FLOOR, 1.0)
+    expected = (p * np.arange(NUM_SCORES)).sum(-1)
+    image_mean = np.repeat(expected.mean(-1, keepdims=True), NUM_ZONES, axis=-1)
+    return np.concatenate([np.log(p), image_mean[..., None]], axis=-1).reshape(-1, NUM_SCORES + 1)
+
+
+def ratings_with_sum(probabilities: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """The six zone ratings of each image with the least expected absolute error under
+    ``probabilities`` (N, 6, 4) whose sum is that image's ``totals`` (N,), an integer in 0..18.
+
+    Exact, by dynamic programming over the zones and the partial sums.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    scores = np.arange(NUM_SCORES)
+    # expected absolute error of rating r in each zone: (N, 6, 4)
+    cost = np.einsum("rs,nzs->nzr", np.abs(scores[:, None] - scores[None, :]), p)
+    max_sum = NUM_ZONES * (NUM_SCORES - 1)
+    out = np.zeros(p.shape[:2], dtype=np.int64)
+    for n, total in enumerate(np.asarray(totals, dtype=np.int64)):
+        if not 0 <= total <= max_sum:
+            raise ValueError(f"a global score must be in 0..{max_sum}, got {total}")
+        best = np.full((NUM_ZONES + 1, max_sum + 1), np.inf)  # least cost of zones < z summing to s
+        choice = np.zeros((NUM_ZONES, max_sum + 1), dtype=np.int64)
+        best[0, 0] = 0.0
+        for z in range(NUM_ZONES):
+            for s in range(max_sum + 1):
+                options = [best[z, s - r] + cost[n, z, r] if s >= r else np.inf for r in scores]
+                choice[z, s] = int(np.argmin(options))
+                best[z + 1, s] = options[choice[z, s]]
+        for z in reversed(range(NUM_ZONES)):  # walk back from the total
+            out[n, z] = choice[z, total]
+            total -= out[n, z]
+    return out
+
+
+class ZoneContextRating:
+    """First-stage zone probabilities (N, 6, 4) -> context probabilities and the served zone ratings.
+
+    Args:
+        c: inverse L2 strength of the regression (scikit-learn's ``C``).
+    """
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = c
+        self.regression: Pipeline | None = None
+        self.fitted_on = 0
+
+    def fit(self, probabilities: np.ndarray, scores: np.ndarray) -> ZoneContextRating:
+        """Fit on out-of-fold first-stage probabilities (N, 6, 4) of images with zone scores (N, 6)."""
+        y = np.asarray(scores, dtype=np.int64).reshape(-1)
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"every training zone has score {int(y[0])}: the context stage needs at least two scores")
+        self.regression = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000)).fit(context_inputs(probabilities), y)
+        self.fitted_on = len(np.asarray(scores))
+        return self
+
+    def probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """(N, 6, 4) context probabilities of first-stage probabilities (N, 6, 4) or one image's (6, 4)."""
+        if self.regression is None:
+            raise RuntimeError("the zone context stage is not fitted")
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_ZONES, NUM_SCORES)
+        out = np.zeros((len(p) * NUM_ZONES, NUM_SCORES))
+        out[:, self.regression.classes_] = self.regression.predict_proba(context_inputs(p))
+        return out.reshape(p.shape)
+
+    def ratings(self, probabilities: np.ndarray) -> np.ndarray:
+        """(N, 6) served zone ratings: summing to the first stage's global score (the sum of its zone
+        medians), chosen by :func:`ratings_with_sum` under the context probabilities."""
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_ZONES, NUM_SCORES)
+        return ratings_with_sum(self.probabilities(p), median_scores(p).sum(-1))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.regression is None:
+            raise RuntimeError("the zone context stage is not fitted")
+        scaler, model = self.regression[0], self.regression[-1]
+        return {"inputs": ["log_p0", "log_p1", "log_p2", "log_p3", "image_mean_expected_score"], "C": self.c,
+                "classes": model.classes_.tolist(), "feature_mean": scaler.mean_.tolist(), "feature_scale": scaler.scale_.tolist(),
+                "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "fitted_on": self.fitted_on,
+                "reference": "bundle/docs/experiments.md, 'A second stage that reads the whole image's zones?'"}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ZoneContextRating:
+        data = json.loads(Path(path).read_text())
+        try:
+            stage = cls(float(data["C"]))
+            scaler = StandardScaler()
+            scaler.mean_, scaler.scale_ = np.asarray(data["feature_mean"]), np.asarray(data["feature_scale"])
+            scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(scaler.mean_)
+            model = LogisticRegression(C=stage.c)
+            model.classes_, model.coef_, model.intercept_ = np.asarray(data["classes"]), np.asarray(data["coef"]), np.asarray(data["intercept"])
+            model.n_features_in_ = model.coef_.shape[1]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a zone context stage of this version ({error})") from error
+        if model.coef_.shape[1] != NUM_SCORES + 1 or len(scaler.mean_) != NUM_SCORES + 1:
+            raise ValueError(f"{path}: not a zone context stage of this version (expected {NUM_SCORES + 1} inputs)")
+        stage.regression, stage.fitted_on = make_pipeline(scaler, model), int(data.get("fitted_on", 0))
+        return stage
+
+
+def rating_beside(weights: str | os.PathLike) -> ZoneContextRating | None:
+    """The zone context stage fitted for the model ``weights``: ``zone_context.json`` in its folder, or
+    None (the ratings are then the first stage's zone medians): a stage fitted on another model's
+    probabilities would misread them, so none is guessed."""
+    path = Path(weights).with_name(CONTEXT_FILE)
+    return ZoneContextRating.load(path) if path.is_file() else None

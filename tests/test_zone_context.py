@@ -1,0 +1,145 @@
+"""The zone context stage: the second rating stage that reads an image's six zones together."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from monai_bsnet.cross_validation import compare_predictions, prediction_rows
+from monai_bsnet.pooled_head import cross_validate_features, cross_validate_with_context, inner_out_of_fold_probabilities, inner_splits
+from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating, context_inputs, rating_beside, ratings_with_sum
+from monai_bsnet.zones import median_scores
+
+
+def expected_error(probabilities: np.ndarray, ratings: np.ndarray) -> float:
+    """Sum over zones of the expected absolute error of ``ratings`` (6,) under ``probabilities`` (6, 4)."""
+    return float((np.abs(np.arange(4)[None, :] - ratings[:, None]) * probabilities).sum())
+
+
+def test_the_ratings_with_a_given_sum_are_the_best_of_all_ratings_with_that_sum():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(4) * 0.7, size=(8, 6))
+    totals = np.array([0, 18, 3, 7, 9, 11, 14, 5])
+    rated = ratings_with_sum(probabilities, totals)
+    assert rated.shape == (8, 6) and (rated.sum(1) == totals).all()
+    every = np.array(list(itertools.product(range(4), repeat=6)))
+    for p, total, ratings in zip(probabilities, totals, rated):
+        best = min(expected_error(p, r) for r in every[every.sum(1) == total])
+        assert expected_error(p, ratings) == pytest.approx(best)
+    # held to their own medians' sum, the medians are the answer: nothing moves
+    np.testing.assert_array_equal(ratings_with_sum(probabilities, median_scores(probabilities).sum(1)).sum(1), median_scores(probabilities).sum(1))
+    assert expected_error(probabilities[0], ratings_with_sum(probabilities[:1], median_scores(probabilities[:1]).sum(1))[0]) == pytest.approx(
+        expected_error(probabilities[0], median_scores(probabilities[0])))
+    with pytest.raises(ValueError, match="0..18"):
+        ratings_with_sum(probabilities[:1], np.array([19]))
+
+
+def test_the_context_inputs_are_each_zones_log_probabilities_and_the_image_mean():
+    probabilities = np.zeros((1, 6, 4))
+    probabilities[0, :, 0] = 1.0
+    probabilities[0, 0] = [0.0, 0.0, 0.0, 1.0]  # one zone certainly 3, five certainly 0: image mean 0.5
+    inputs = context_inputs(probabilities)
+    assert inputs.shape == (6, 5)
+    np.testing.assert_allclose(inputs[:, 4], 0.5, atol=1e-4)  # of the floored probabilities
+    assert inputs[0, 3] == 0.0 and inputs[0, 0] == pytest.approx(np.log(1e-6))  # a zero probability is floored, not -inf
+
+
+def correlated_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zone scores that share an image-level severity, and first-stage probabilities that see each zone
+    through noise: the setting in which the image's other zones say something about each one."""
+    rng = np.random.default_rng(seed)
+    severity = rng.uniform(0, 3, size=(n, 1))
+    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(n, 6))), 0, 3).astype(int)
+    seen = scores + rng.normal(0, 1.0, size=(n, 6))
+    logits = -np.abs(seen[..., None] - np.arange(4)) * 1.5
+    return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), scores
+
+
+def test_the_context_stage_learns_from_the_other_zones_and_keeps_the_first_stages_sum(tmp_path):
+    train_p, train_y = correlated_images(400, 0)
+    test_p, test_y = correlated_images(400, 1)
+    stage = ZoneContextRating().fit(train_p, train_y)
+    ratings = stage.ratings(test_p)
+    first = median_scores(test_p)
+    assert (ratings.sum(1) == first.sum(1)).all()
+    assert np.abs(ratings - test_y).mean() < np.abs(first - test_y).mean() - 0.02
+    context = stage.probabilities(test_p)
+    assert context.shape == test_p.shape and np.allclose(context.sum(-1), 1.0)
+    # stored as JSON beside the weights and read back to the same probabilities
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert rating_beside(tmp_path / "model.pt") is None
+    stage.save(tmp_path / CONTEXT_FILE)
+    loaded = rating_beside(tmp_path / "model.pt")
+    np.testing.assert_allclose(loaded.probabilities(test_p), context, atol=1e-12)
+    np.testing.assert_array_equal(loaded.ratings(test_p[0]), ratings[:1])  # one image's (6, 4) too
+    (tmp_path / CONTEXT_FILE).write_text(json.dumps({"C": 1.0}))
+    with pytest.raises(ValueError, match=f"{CONTEXT_FILE}: not a zone context stage"):
+        rating_beside(tmp_path / "model.pt")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ZoneContextRating().ratings(test_p)
+    with pytest.raises(ValueError, match="at least two scores"):
+        ZoneContextRating().fit(train_p, np.zeros_like(train_y))
+
+
+def pooled_features(scores: np.ndarray, seed: int) -> np.ndarray:
+    """Pooled zone vectors (N, 2 copies, 6, 5) that carry each zone's score through noise; copy 1 is the mirror."""
+    rng = np.random.default_rng(seed)
+    features = np.repeat(scores[:, None, :, None], 2, axis=1) + rng.normal(0, 1.0, size=(len(scores), 2, 6, 5))
+    features[:, 1] = features[:, 1][:, [3, 4, 5, 0, 1, 2]]
+    return features
+
+
+def test_the_inner_out_of_fold_probabilities_come_from_fits_without_the_image():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(16, 6))
+    features = pooled_features(scores, 0)
+    groups = np.array([f"p{i // 2}" for i in range(16)])
+    images = np.arange(2, 16)
+    plain, tta = inner_out_of_fold_probabilities(features, scores, groups, images, c=0.1)
+    assert plain.shape == tta.shape == (14, 6, 4) and np.allclose(plain.sum(-1), 1) and np.allclose(tta.sum(-1), 1)
+    splits = inner_splits(groups, images)
+    assert len(splits) == 4 and sorted(np.concatenate([test for _, test in splits])) == list(images)
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test]), "a patient on both sides"
+    # other labels for one split's images leave those images' probabilities as they were (no fit of
+    # theirs saw their labels) and change the others' (whose fits did)
+    changed = scores.copy()
+    changed[splits[0][1]] = 3 - changed[splits[0][1]]
+    held_out = np.isin(images, splits[0][1])
+    refitted = inner_out_of_fold_probabilities(features, changed, groups, images, c=0.1)[1]
+    np.testing.assert_allclose(refitted[held_out], tta[held_out])
+    assert not np.allclose(refitted[~held_out], tta[~held_out])
+
+
+def test_the_nested_cross_validation_rates_every_image_once_and_keeps_the_pooled_heads_global_score():
+    rng = np.random.default_rng(1)
+    severity = rng.uniform(0, 3, size=(30, 1))
+    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(30, 6))), 0, 3).astype(int)
+    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
+              "label_junior": s.tolist()} for i, s in enumerate(scores)]
+    features = pooled_features(scores, 1)
+    rows, folds = cross_validate_with_context(items, features, n_folds=3, c_grid=(0.01, 0.1))
+    assert sorted(row["filename"] for row in rows) == sorted(item["filename"] for item in items) and len(folds) == 3
+    plain_rows, _ = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1))
+    # the first stage is cv:pooled's own fit, and the served ratings add up to its global score
+    np.testing.assert_allclose([row["probabilities_tta"] for row in rows], [row["probabilities_tta"] for row in plain_rows])
+    for row in rows:
+        for probabilities, ratings in (("probabilities", "scores_context"), ("probabilities_tta", "scores_context_tta")):
+            assert sum(row[ratings]) == median_scores(np.array(row[probabilities])).sum()
+    comparison = compare_predictions(rows, rows, "probabilities_tta", n_resamples=200, candidate_key="scores_context_tta")
+    served = np.array([row["scores_context_tta"] for row in rows])
+    assert comparison["candidate_key"] == "scores_context_tta" and comparison["global_mae"]["difference"] == 0
+    assert comparison["zone_mae"]["candidate"] == pytest.approx(np.abs(served - scores[[int(r["filename"][:-4]) for r in rows]]).mean(), abs=1e-4)
+
+
+def test_compare_predictions_reads_zone_scores_as_well_as_probabilities():
+    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label_senior": [1] * 6, "label_junior": [1] * 6} for i in range(4)]
+    probabilities = np.tile(np.eye(4)[1], (4, 6, 1))  # every zone certainly 1: exact
+    rows = prediction_rows(items, 0, probabilities, probabilities)
+    for row in rows:
+        row["scores"] = [2] * 6  # every zone one too high
+    result = compare_predictions(rows, rows, "probabilities", n_resamples=100, candidate_key="scores")
+    assert result["zone_mae"]["baseline"] == 0 and result["zone_mae"]["candidate"] == 1 and result["global_mae"]["candidate"] == 6
