@@ -52,6 +52,7 @@ def predict(args: argparse.Namespace) -> int:
     from monai_bsnet.inference import BrixiaPredictor
     from monai_bsnet.networks import BSNet, load_weights
     from monai_bsnet.severity import mapping_beside
+    from monai_bsnet.zone_context import rating_beside
 
     network = load_weights(BSNet(), args.weights)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,6 +66,7 @@ def predict(args: argparse.Namespace) -> int:
         explain=args.explain,
         cohen_mapping=mapping_beside(args.weights),
         mirror_tta=args.tta,
+        zone_context=rating_beside(args.weights),
     )
     records = predictor.run(args.inputs, args.output, progress=not args.quiet)
     failed = [r for r in records if r["status"] != "ok"]

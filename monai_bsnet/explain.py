@@ -67,6 +67,8 @@ class Explanation(NamedTuple):
             image's (BrixiaPredictor puts its record's there, with mirror TTA their average).
         segments: (h, w) int64 super-pixel labels 1..n, 0 outside ``region`` (occlusion only).
         units: what a relevance value means, for records and file headers.
+        scores: (6,) the zone scores the picture names, where they are not the medians of
+            ``probabilities`` (BrixiaPredictor puts its record's there).
     """
 
     method: str
@@ -75,6 +77,7 @@ class Explanation(NamedTuple):
     probabilities: torch.Tensor
     segments: torch.Tensor | None
     units: str
+    scores: torch.Tensor | None = None
 
     def to_original(self, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The relevance (6, 4, H, W) float32 and the region (H, W) bool on the original image of ``size`` (H, W).
@@ -368,6 +371,7 @@ def render_explanation(
     model_version: str,
     max_side: int = 512,
     alpha: tuple[float, float] = (0.35, 0.85),
+    scores: Sequence[int] | np.ndarray | torch.Tensor | None = None,
 ):
     """Draw an explanation like the BrixIA figure: five panels over the radiograph.
 
@@ -391,6 +395,7 @@ def render_explanation(
         max_side: each panel is shrunk to this side at most.
         alpha: opacity of the tint over the radiograph, where the relevance is nil and where it is
             strongest.
+        scores: (6,) the zone scores to name; None: the medians of ``probabilities``.
 
     Returns:
         A PIL RGB image.
@@ -416,7 +421,7 @@ def render_explanation(
     own[:, ~inside] = 0
     full = float(np.max(own)) if own.size and np.max(own) > 0 else 1.0
     strength = np.clip(own / full, 0, 1)
-    predicted = median_scores(probabilities)  # the scores the result record holds
+    predicted = median_scores(probabilities) if scores is None else np.asarray(scores, dtype=np.int64)  # the record's scores
     zone_lines = find_boundaries(np.where(inside, index, -1), mode="inner")
 
     panels, titles = [], []
@@ -540,7 +545,8 @@ def write_explanation(
     """
     output_dir = Path(output_dir)
     relevance, region = explanation.to_original(image.shape)
-    picture = render_explanation(image, relevance, region, zone_index, explanation.probabilities, explanation.method, model_version)
+    picture = render_explanation(image, relevance, region, zone_index, explanation.probabilities, explanation.method, model_version,
+                                 scores=explanation.scores)
     paths = {"explanation_png": output_dir / f"{name}_explain.png", "explanation_nifti": output_dir / f"{name}_explain.nii.gz"}
     written: list[Path] = []
     try:

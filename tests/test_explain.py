@@ -19,6 +19,7 @@ import monai_bsnet.explain as explain_module
 from monai_bsnet.explain import Explanation, explain, gradcam_relevance, occlusion_relevance, render_explanation
 from monai_bsnet.inference import BrixiaPredictor, zone_index_map
 from monai_bsnet.networks import BSNet
+from monai_bsnet.zones import median_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,6 +152,14 @@ def test_rendering_has_five_panels_coloured_where_relevant(textured_image):
     assert abs(white[0] - white[1]) < 10 and abs(white[1] - white[2]) < 10
     outside = pixel(4, 128, 128)  # between the lungs: the plain radiograph
     assert outside[0] == outside[1] == outside[2]
+    # panel 0 shows each zone in its predicted score's panel: the medians, or the scores it is given (a record's)
+    median = int(median_scores(e.probabilities)[0])
+    assert (pixel(0, *below_label) == pixel(1 + median, *below_label)).all()
+    other = 0 if median else 3
+    named = np.asarray(render_explanation(textured_image[0].numpy(), relevance, region, zones, e.probabilities, "occlusion", "test",
+                                          scores=[other] * 6)).astype(int)
+    assert (named[header + below_label[0], below_label[1]] == pixel(1 + other, *below_label)).all()
+    assert not (named[header + below_label[0], below_label[1]] == pixel(0, *below_label)).all()
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +224,7 @@ def test_inference_config_passes_the_explain_switch(tmp_path):
 
 def test_explanation_is_a_plain_api():
     # what a MONAI Label infer task needs: a named tuple it can map back and render itself
-    assert set(Explanation._fields) == {"method", "relevance", "region", "probabilities", "segments", "units"}
+    assert set(Explanation._fields) == {"method", "relevance", "region", "probabilities", "segments", "units", "scores"}
     assert explain_module.EXPLAIN_METHODS == ("occlusion", "gradcam")
 
 

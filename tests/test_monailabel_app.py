@@ -415,6 +415,8 @@ def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(
     for image_id in labelled:
         assert after[image_id]["model"]["weights"] == str(published)
         assert after[image_id]["global_expected"] > before[image_id][1]["global_expected"] + 0.5, image_id
+        # the shipped weights are served with their zone context stage; the refit has none and rates by medians
+        assert (before[image_id][1]["model"]["zone_rating"], after[image_id]["model"]["zone_rating"]) == ("zone context", "median")
     # only the zone classifier changed: the lungs and the zones are where they were
     base, refitted = torch.load(shipped, weights_only=True), torch.load(published, weights_only=True)
     assert all(torch.equal(refitted[k].float(), v.float()) for k, v in base.items() if not k.startswith("scoring.classifiers."))

@@ -18,6 +18,7 @@ from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.networks.scoring import LinearZoneClassifier
+from monai_bsnet.zone_context import ZoneContextRating, rating_beside
 from monai_bsnet.pooled_head import (
     PooledFeatureCache,
     choose_refit_strength,
@@ -150,7 +151,7 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     torch.save(BSNet().state_dict(), models / "alignment.pt")  # stands in for stage b's checkpoint
     command = [sys.executable, str(REPO / "bundle" / "scripts" / "train_recipe.py"), "--data", str(shared_data),
                "--work", str(tmp_path / "work"), "--logs", str(tmp_path / "logs"), "--schedule", "smoke_cached",
-               "--limit", "8", "--folds", "2", "--device", "cpu", "cv:pooled", "final:pooled", "evaluate_final"]
+               "--limit", "8", "--folds", "2", "--device", "cpu", "cv:pooled", "final:pooled", "context", "evaluate_final"]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     cv = json.loads((tmp_path / "logs" / "cv_pooled.json").read_text())
     assert cv["n_images"] == 8 and (tmp_path / "logs" / "cv_pooled_predictions.json").is_file()
@@ -164,6 +165,13 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     assert kept["features"].shape[:3] == (8, 4, 6) and kept["fingerprint"] == frozen_stages_fingerprint(shipped)
     evaluation = json.loads((tmp_path / "logs" / "evaluate_final.json").read_text())
     assert evaluation["all"]["n_images"] == 8 and "inner_validation" not in evaluation
+    # the zone context stage beside the weights, fitted on the cross-validation's out-of-fold probabilities
+    rows = json.loads((tmp_path / "logs" / "cv_pooled_predictions.json").read_text())
+    stage = rating_beside(models / "model.pt")
+    assert stage is not None and stage.fitted_on == 8 == json.loads((tmp_path / "logs" / "context.json").read_text())["n"]
+    refitted = ZoneContextRating().fit(np.array([r["probabilities_tta"] for r in rows]), np.array([r["label_senior"] for r in rows]))
+    probabilities = np.array([r["probabilities_tta"] for r in rows])
+    np.testing.assert_allclose(stage.probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-12)
 
 
 def _zero_prior(x: np.ndarray) -> LinearZoneClassifier:

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,8 @@ from monai_bsnet.pooled_head import (
     zone_samples,
 )
 from monai_bsnet.severity import mapping_beside
+from monai_bsnet.zone_context import ZoneContextRating, rating_beside
+from monai_bsnet.zones import median_scores
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 WEIGHTS = BUNDLE / "models" / "model.pt"
@@ -64,10 +67,24 @@ def test_the_model_card_quotes_the_shipped_files_checksum_and_the_logged_numbers
     cv = json.loads((BUNDLE / "logs" / f"cv_{variant}.json").read_text())
     assert f"{cv['plain']['zone_mae']:.3f}" in card and f"{cv['plain']['global_mae']:.2f}" in card
     assert re.search(r"must not be used for diagnosis|not for diagnosis", card, re.IGNORECASE)
+    # the zone context stage: its nested cross-validation over three sets of draws, with TTA
+    nested = [json.loads((BUNDLE / "logs" / "zone_context" / f"seed{s}" / "zone_context.json").read_text()) for s in range(3)]
+    first, served = (f"{sum(n[side]['tta']['zone_mae'] for n in nested) / 3:.3f}" for side in ("first_stage", "with_context"))
+    assert f"{first} -> {served}" in card, "the model card quotes the zone context stage's nested cross-validation"
+
+
+def test_the_zone_context_stage_beside_the_weights_is_the_one_fitted_on_the_logged_out_of_fold_probabilities():
+    """``train_recipe.py ... context`` fitted it on ``cv_pooled_predictions.json``: refitted from that log, it
+    gives the same probabilities."""
+    rows = json.loads((BUNDLE / "logs" / "cv_pooled_predictions.json").read_text())
+    probabilities = np.array([r["probabilities_tta"] for r in rows])
+    refitted = ZoneContextRating().fit(probabilities, np.array([r["label_senior"] for r in rows]))
+    np.testing.assert_allclose(rating_beside(WEIGHTS).probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-9)
 
 
 def test_shipped_weights_give_varied_plausible_scores_and_cohen_fields_on_the_samples(tmp_path):
     assert mapping_beside(WEIGHTS) is not None, "models/cohen_severity.json ships beside the weights"
+    assert rating_beside(WEIGHTS) is not None, "models/zone_context.json ships beside the weights"
     assert main(["predict", str(BUNDLE / "sample"), "--output", str(tmp_path), "--quiet", "--device", "cpu"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
@@ -79,6 +96,10 @@ def test_shipped_weights_give_varied_plausible_scores_and_cohen_fields_on_the_sa
         record = json.loads((tmp_path / f"{Path(row['input']).stem}.json").read_text())
         assert "lungs_not_found" not in record["quality_flags"]
         assert record["geographic_extent"] == pytest.approx(float(row["geographic_extent"]), abs=0.01)
+        # rated by the zone context stage, adding up to the zone medians' global score
+        probabilities = [record["zones"][z]["probabilities"] for z in "ABCDEF"]
+        assert record["model"]["zone_rating"] == "zone context"
+        assert sum(int(row[z]) for z in "ABCDEF") == int(row["global"]) == median_scores(torch.tensor(probabilities)).sum()
 
 
 def test_the_bundle_describes_the_shipped_weights_and_exports_them(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 
@@ -143,3 +144,26 @@ def test_compare_predictions_reads_zone_scores_as_well_as_probabilities():
         row["scores"] = [2] * 6  # every zone one too high
     result = compare_predictions(rows, rows, "probabilities", n_resamples=100, candidate_key="scores")
     assert result["zone_mae"]["baseline"] == 0 and result["zone_mae"]["candidate"] == 1 and result["global_mae"]["candidate"] == 6
+
+
+def test_the_predictor_serves_the_context_stages_ratings_with_the_medians_global_score(tmp_path, sample_images):
+    import torch
+
+    from monai_bsnet.inference import BrixiaPredictor
+    from monai_bsnet.networks import BSNet
+
+    torch.manual_seed(0)
+    network = BSNet().eval()
+    stage = ZoneContextRating().fit(*correlated_images(300, 0))
+    with_stage, without = BrixiaPredictor(network, zone_context=stage), BrixiaPredictor(network)
+    records = with_stage.run(sample_images[:2], tmp_path / "context", progress=False)
+    plain = without.run(sample_images[:2], tmp_path / "median", progress=False)
+    for record, reference in zip(records, plain):
+        probabilities = np.array([record["zones"][z]["probabilities"] for z in "ABCDEF"])
+        scores = [record["zones"][z]["score"] for z in "ABCDEF"]
+        assert record["model"]["zone_rating"] == "zone context" and reference["model"]["zone_rating"] == "median"
+        assert scores == stage.ratings(probabilities)[0].tolist()
+        assert record["global_score"] == sum(scores) == reference["global_score"] == median_scores(probabilities).sum()
+        assert [reference["zones"][z]["score"] for z in "ABCDEF"] == median_scores(probabilities).tolist()
+    rows = {row["input"]: row for row in csv.DictReader(open(tmp_path / "context" / "results.csv"))}
+    assert all([int(rows[r["input"]][z]) for z in "ABCDEF"] == [r["zones"][z]["score"] for z in "ABCDEF"] for r in records)

@@ -15,12 +15,14 @@ resumes from its last epoch checkpoint when started again):
     final:VARIANT     the shipped model: that recipe on all 138 images ("auto": the best cross-validated);
                       ``pooled`` also keeps what it was fitted on in model_fit_samples.npz, for the app's refits
     cohen             Cohen et al.'s extent/opacity mapping fitted on the out-of-fold probabilities
+    context           the zone context stage (the second rating stage, zone_context.json) fitted on
+                      cv:pooled's out-of-fold probabilities
     evaluate_final    the shipped model against both raters, training and inner-validation images apart
     evaluate_segmentation  the shipped model's lung Dice on the lungseg test split, raw and cleaned
     export            model.pt stored in half precision (model_half.pt), and what that changes
 
     python bundle/scripts/train_recipe.py --data DATA --work WORK --logs bundle/logs \\
-        --schedule gpu segmentation alignment cv:head cv:pooled final:auto cohen evaluate_final export
+        --schedule gpu segmentation alignment cv:head cv:pooled final:auto cohen context evaluate_final export
 
 ``DATA`` holds ``lungseg/`` and ``brixia-public/`` as ``bsnet prepare-data`` builds them (or the
 team's ``../shared/data``). ``--schedule cpu`` keeps the GPU recipe but with the data loading a
@@ -69,9 +71,9 @@ SCHEDULES = {
 #: The recipe fitted rather than trained: the pooled linear zone classifier (``monai_bsnet.pooled_head``),
 #: a logistic regression on the frozen stages' cached outputs, whatever the schedule.
 POOLED = "pooled"
-#: Which zone probabilities of the out-of-fold predictions Cohen et al.'s mapping is fitted on: those of the
-#: default mirror test-time augmentation, as inference computes them.
-COHEN_INPUT = "probabilities_tta"
+#: Which zone probabilities of the out-of-fold predictions Cohen et al.'s mapping and the zone context stage
+#: are fitted on: those of the default mirror test-time augmentation, as inference computes them.
+SERVED_PROBABILITIES = "probabilities_tta"
 #: Random augmentation draws per image that the pooled head is fitted on (each with its mirror, beside the
 #: plain image and its mirror); the smoke schedules set ``pooled_draws`` lower.
 POOLED_DRAWS = 2
@@ -315,17 +317,32 @@ def step_cohen(args, sched, models: Path) -> dict:
     predictions = json.loads(source.read_text())
     root = args.data / "brixia-public"
     # fitted on what inference gives the mapping by default: the zone probabilities averaged with the mirror's (TTA)
-    by_name = {p["filename"]: np.array(p[COHEN_INPUT]) for p in predictions}
+    by_name = {p["filename"]: np.array(p[SERVED_PROBABILITIES]) for p in predictions}
     cohen = [d for d in cohen_severity_datalist(root / "cohen-severity.csv", root / "images") if Path(d["image"]).name in by_name]
     probs = np.stack([by_name[Path(d["image"]).name] for d in cohen])
     extent = np.array([d["geographic_extent"] for d in cohen])
     opacity = np.array([d["opacity"] for d in cohen])
-    result = {"variant": variant, "fitted_on_predictions": source.name, "fitted_on_key": COHEN_INPUT, "n": len(cohen),
+    result = {"variant": variant, "fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(cohen),
               "cross_validated": cross_validated_mae(probs, extent, opacity)}
     mapping = CohenSeverityMapping().fit(probs, extent, opacity)
     mapping.save(models / "cohen_severity.json")
     result["mapping"] = mapping.to_dict()
     return result
+
+
+def step_context(args, sched, models: Path) -> dict:
+    """The zone context stage of the pooled head (:mod:`monai_bsnet.zone_context`), fitted on what the
+    head gives images it was not fitted on: ``cv:pooled``'s out-of-fold probabilities, as served (with
+    mirror TTA). Its nested cross-validation is ``bundle/scripts/zone_context_experiment.py``'s."""
+    from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating
+
+    source = args.logs / f"cv_{POOLED}_predictions.json"
+    if not source.is_file():
+        raise SystemExit(f"the context step fits on {source}: run cv:{POOLED} first")
+    predictions = json.loads(source.read_text())
+    stage = ZoneContextRating().fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
+    stage.save(models / CONTEXT_FILE)
+    return {"fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(predictions), "stage": stage.to_dict()}
 
 
 @torch.inference_mode()
@@ -431,6 +448,8 @@ def main(argv=None) -> int:
             result = step_final(args, sched, models, variant or "auto")
         elif name == "cohen":
             result = step_cohen(args, sched, models)
+        elif name == "context":
+            result = step_context(args, sched, models)
         elif name == "evaluate_segmentation":  # the shipped (or any) model.pt on the lungseg test split
             result = segmentation_test_dice(args, models / "model.pt", sched["image_size"])
         elif name == "evaluate_final":

@@ -26,6 +26,7 @@ from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
 from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, swap_zone_sides, to_original_geometry
 from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
+from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES, median_scores
 
 __all__ = ["BrixiaPredictor", "QUALITY_FLAGS"]
@@ -105,6 +106,10 @@ class BrixiaPredictor:
             cross-validation of the shipped weights' recipe it lowered the zone MAE on every set of
             augmentation draws tried (model card, "Mirror test-time augmentation"); False scores the
             image alone.
+        zone_context: the second rating stage that reads the six zones together
+            (:class:`~monai_bsnet.zone_context.ZoneContextRating`; the bundle ships
+            ``models/zone_context.json``): the zone scores are then its ratings, which add up to the
+            same global score as the zone medians. Without it each zone's score is its median.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class BrixiaPredictor:
         explain: str | None = None,
         cohen_mapping: CohenSeverityMapping | None = None,
         mirror_tta: bool = True,
+        zone_context: ZoneContextRating | None = None,
     ) -> None:
         if precision not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {precision!r}")
@@ -136,6 +142,7 @@ class BrixiaPredictor:
         self.explain = explain
         self.cohen_mapping = cohen_mapping
         self.mirror_tta = mirror_tta
+        self.zone_context = zone_context
         self.load, self.preprocess = LoadCXR(), cxr_preprocessing()
 
     # ---- one batch through the network --------------------------------------------------------------
@@ -157,9 +164,16 @@ class BrixiaPredictor:
         }
 
     # ---- results ---------------------------------------------------------------------------------------
+    def zone_scores(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The six zone scores of one image's zone probabilities (6, 4): the zone context stage's
+        ratings where there is one, else each zone's median."""
+        if self.zone_context is None:
+            return median_scores(probabilities)
+        return torch.as_tensor(self.zone_context.ratings(probabilities.numpy())[0])
+
     def make_record(self, item: CXRInput, meta: dict[str, Any], probabilities: torch.Tensor, flags: list[str]) -> dict[str, Any]:
         """The result record of one image (see DESIGN.md): zones, global score, metadata, flags."""
-        scores = median_scores(probabilities).tolist()
+        scores = self.zone_scores(probabilities).tolist()
         expected = (probabilities * torch.arange(4.0)).sum(-1).tolist()
         zones = {
             name: {
@@ -177,7 +191,8 @@ class BrixiaPredictor:
         return {
             "input": str(item.path),
             "status": "ok",
-            "model": {"name": self.model_name, "version": self.model_version, "test_time_augmentation": "mirror" if self.mirror_tta else None},
+            "model": {"name": self.model_name, "version": self.model_version, "test_time_augmentation": "mirror" if self.mirror_tta else None,
+                      "zone_rating": "median" if self.zone_context is None else "zone context"},
             "zones": zones,
             "global_score": int(sum(scores)),
             "global_expected": round(float(sum(expected)), 4),
@@ -266,7 +281,7 @@ class BrixiaPredictor:
         try:
             explanation = explain(self.network, loaded["net_input"], self.explain, lung=out["lung"])
             # the relevance is the image's own; the scores its picture shows are the record's (with mirror TTA, the average's)
-            explanation = explanation._replace(probabilities=out["zone_probabilities"])
+            explanation = explanation._replace(probabilities=out["zone_probabilities"], scores=self.zone_scores(out["zone_probabilities"]))
             nifti = item.path if loaded["meta"].get("format") == "nifti" else None
             paths = write_explanation(output_dir, item.name, explanation, loaded["image"], zone_index.numpy(),
                                       self.model_version, loaded["meta"], nifti_reference=nifti)

@@ -22,6 +22,7 @@ import torch
 import monai_bsnet
 from monai_bsnet.inference.predictor import BrixiaPredictor
 from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.zone_context import rating_beside
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +120,12 @@ class BrixiaModel:
                 "random": path is None,
             }
             version = monai_bsnet.__version__ + ("+fine-tuned" if info["fine_tuned"] else "")
+            # the zone context stage fitted for these weights, if one lies beside them: the shipped weights
+            # have one; a refit published by the trainer has none, so its scores are the zone medians
             predictor = BrixiaPredictor(
                 network, device=device, lung_threshold=self.lung_threshold, precision=self.precision, mirror_tta=self.mirror_tta,
                 model_name="BS-Net (monai-bsnet, MONAI Label app)", model_version=version,
+                zone_context=rating_beside(path) if path is not None else None,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])
             self._cache[device] = (predictor, info)
