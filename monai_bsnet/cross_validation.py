@@ -352,7 +352,9 @@ def compare_predictions(
         return np.bincount(patient_of, weights=values, minlength=len(names))
 
     images = per_patient(np.ones(len(rows)))
-    out: dict[str, Any] = {"key": key, **({"candidate_key": candidate_key} if candidate_key else {}), "reference": reference, "n_images": len(rows), "n_patients": len(names)}
+    out: dict[str, Any] = {"key": key, "reference": reference, "n_images": len(rows), "n_patients": len(names)}
+    if candidate_key:
+        out["candidate_key"] = candidate_key
     for metric, errors, per_image in (("zone_mae", zone_error, 6), ("global_mae", global_error, 1)):
         difference, weight = per_patient(errors[1] - errors[0]), per_image * images
         mean = [float(e.sum() / (per_image * len(rows))) for e in errors]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
@@ -79,13 +79,17 @@ def ratings_with_sum(probabilities: np.ndarray, totals: np.ndarray) -> np.ndarra
 class ZoneContextRating:
     """First-stage zone probabilities (N, 6, 4) -> context probabilities and the served zone ratings.
 
+    The regression is kept as its arrays (standardisation, weights, biases, score classes) and evaluated
+    with numpy, as scikit-learn's ``predict_proba`` computes it, so that the stored file needs no
+    scikit-learn objects to load.
+
     Args:
         c: inverse L2 strength of the regression (scikit-learn's ``C``).
     """
 
     def __init__(self, c: float = 1.0) -> None:
         self.c = c
-        self.regression: Pipeline | None = None
+        self.arrays: dict[str, np.ndarray] = {}
         self.fitted_on = 0
 
     def fit(self, probabilities: np.ndarray, scores: np.ndarray) -> ZoneContextRating:
@@ -93,17 +97,24 @@ class ZoneContextRating:
         y = np.asarray(scores, dtype=np.int64).reshape(-1)
         if len(np.unique(y)) < 2:
             raise ValueError(f"every training zone has score {int(y[0])}: the context stage needs at least two scores")
-        self.regression = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000)).fit(context_inputs(probabilities), y)
+        scaler, model = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000)).fit(context_inputs(probabilities), y)
+        self.arrays = {"feature_mean": scaler.mean_, "feature_scale": scaler.scale_, "coef": model.coef_,
+                       "intercept": model.intercept_, "classes": model.classes_}
         self.fitted_on = len(np.asarray(scores))
         return self
 
     def probabilities(self, probabilities: np.ndarray) -> np.ndarray:
         """(N, 6, 4) context probabilities of first-stage probabilities (N, 6, 4) or one image's (6, 4)."""
-        if self.regression is None:
+        if not self.arrays:
             raise RuntimeError("the zone context stage is not fitted")
+        a = self.arrays
         p = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_ZONES, NUM_SCORES)
-        out = np.zeros((len(p) * NUM_ZONES, NUM_SCORES))
-        out[:, self.regression.classes_] = self.regression.predict_proba(context_inputs(p))
+        logits = (context_inputs(p) - a["feature_mean"]) / a["feature_scale"] @ a["coef"].T + a["intercept"]
+        if len(a["classes"]) == 2:  # scikit-learn's binary form: one row, class 1 against class 0
+            logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
+        known = np.exp(logits - logits.max(1, keepdims=True))
+        out = np.zeros((len(logits), NUM_SCORES))
+        out[:, a["classes"]] = known / known.sum(1, keepdims=True)
         return out.reshape(p.shape)
 
     def ratings(self, probabilities: np.ndarray) -> np.ndarray:
@@ -113,12 +124,10 @@ class ZoneContextRating:
         return ratings_with_sum(self.probabilities(p), median_scores(p).sum(-1))
 
     def to_dict(self) -> dict[str, Any]:
-        if self.regression is None:
+        if not self.arrays:
             raise RuntimeError("the zone context stage is not fitted")
-        scaler, model = self.regression[0], self.regression[-1]
         return {"inputs": ["log_p0", "log_p1", "log_p2", "log_p3", "image_mean_expected_score"], "C": self.c,
-                "classes": model.classes_.tolist(), "feature_mean": scaler.mean_.tolist(), "feature_scale": scaler.scale_.tolist(),
-                "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "fitted_on": self.fitted_on,
+                **{name: value.tolist() for name, value in self.arrays.items()}, "fitted_on": self.fitted_on,
                 "reference": "bundle/docs/experiments.md, 'A second stage that reads the whole image's zones?'"}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -133,17 +142,14 @@ class ZoneContextRating:
         data = json.loads(Path(path).read_text())
         try:
             stage = cls(float(data["C"]))
-            scaler = StandardScaler()
-            scaler.mean_, scaler.scale_ = np.asarray(data["feature_mean"]), np.asarray(data["feature_scale"])
-            scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(scaler.mean_)
-            model = LogisticRegression(C=stage.c)
-            model.classes_, model.coef_, model.intercept_ = np.asarray(data["classes"]), np.asarray(data["coef"]), np.asarray(data["intercept"])
-            model.n_features_in_ = model.coef_.shape[1]
+            stage.arrays = {name: np.asarray(data[name], dtype=np.int64 if name == "classes" else np.float64)
+                            for name in ("feature_mean", "feature_scale", "coef", "intercept", "classes")}
+            stage.fitted_on = int(data.get("fitted_on", 0))
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: not a zone context stage of this version ({error})") from error
-        if model.coef_.shape[1] != NUM_SCORES + 1 or len(scaler.mean_) != NUM_SCORES + 1:
-            raise ValueError(f"{path}: not a zone context stage of this version (expected {NUM_SCORES + 1} inputs)")
-        stage.regression, stage.fitted_on = make_pipeline(scaler, model), int(data.get("fitted_on", 0))
+            raise ValueError(f"{path}: not a zone context stage of this version ({error!r})") from error
+        inputs = NUM_SCORES + 1
+        if stage.arrays["coef"].ndim != 2 or stage.arrays["coef"].shape[1] != inputs or len(stage.arrays["feature_mean"]) != inputs:
+            raise ValueError(f"{path}: not a zone context stage of this version (expected {inputs} inputs)")
         return stage
 
 

@@ -59,6 +59,20 @@ def correlated_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), scores
 
 
+@pytest.mark.parametrize("scores", [(0, 4), (1, 3), (0, 3)], ids=["four scores", "two scores", "three scores"])
+def test_the_context_probabilities_are_scikit_learns_with_absent_scores_at_zero(scores):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    probabilities, y = rng.dirichlet(np.ones(4), size=(60, 6)), rng.integers(*scores, size=(60, 6))
+    regression = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(context_inputs(probabilities), y.reshape(-1))
+    expected = np.zeros((360, 4))
+    expected[:, regression.classes_] = regression.predict_proba(context_inputs(probabilities))
+    np.testing.assert_allclose(ZoneContextRating().fit(probabilities, y).probabilities(probabilities).reshape(-1, 4), expected, atol=1e-12)
+
+
 def test_the_context_stage_learns_from_the_other_zones_and_keeps_the_first_stages_sum(tmp_path):
     train_p, train_y = correlated_images(400, 0)
     test_p, test_y = correlated_images(400, 1)
