@@ -64,7 +64,6 @@ __all__ = [
     "cross_validate_features",
     "cross_validate_pooled_head",
     "fit_pooled_regression",
-    "cross_validate_with_context",
     "fit_final_pooled_head",
     "frozen_stages_fingerprint",
     "fit_samples_path",
@@ -301,6 +300,8 @@ def scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, n
 
 
 def fit_pooled_regression(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
+    """The pooled head's regression fitted on ``images`` (positions), its C chosen by
+    :func:`choose_regularisation` among them; and the fit's log (chosen C, inner errors, seconds)."""
     start = time.perf_counter()
     c, errors = choose_regularisation(features, scores, groups, images, c_grid)
     regression = fit_zone_regression(*zone_samples(features, scores, images, range(features.shape[1])), c)
@@ -309,47 +310,33 @@ def fit_pooled_regression(features: np.ndarray, scores: np.ndarray, groups: np.n
 
 
 def cross_validate_features(
-    items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID
+    items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID,
+    with_context: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The cross-validation of :func:`cross_validate_pooled_head` on given pooled vectors (N, V, 6, 1920) of
     ``items`` (copy 0 plain, copy 1 its mirror; a subset of a cache's copies, say): the out-of-fold
-    :func:`~monai_bsnet.cross_validation.prediction_rows` and each fold's log (chosen C, inner errors)."""
-    scores, groups = scores_and_groups(items)
-    predictions: list[dict[str, Any]] = []
-    folds_log = []
-    for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
-        regression, log = fit_pooled_regression(features, scores, groups, train, c_grid)
-        log.update(n_test=len(test), fold=k)
-        predictions += prediction_rows([items[i] for i in test], k, *regression_probabilities(regression, features, test))
-        folds_log.append(log)
-        logger.info("fold %d: %s", k, log)
-    return predictions, folds_log
+    :func:`~monai_bsnet.cross_validation.prediction_rows` and each fold's log (chosen C, inner errors).
 
-
-def cross_validate_with_context(
-    items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """:func:`cross_validate_features` with the zone context stage (:mod:`monai_bsnet.zone_context`), nested.
-
-    In each outer fold the pooled head is fitted as there; it is then refitted at its chosen C on the
-    same inner splits that chose C, which gives out-of-fold TTA probabilities of the training images;
-    the context stage is fitted on those alone and rates the held-out images (``scores_context``
-    from the plain probabilities, ``scores_context_tta`` from the TTA ones), their sums held to the pooled
-    head's. No held-out label reaches either stage.
+    With ``with_context``, the zone context stage (:mod:`monai_bsnet.zone_context`) too, nested: in each
+    outer fold the pooled head is refitted at its chosen C on the inner splits that chose C, which gives
+    out-of-fold TTA probabilities of the training images; the stage is fitted on those alone and rates the
+    held-out images (rows gain ``scores_context`` from the plain probabilities and ``scores_context_tta``
+    from the TTA ones), their sums held to the pooled head's. No held-out label reaches either stage.
     """
     scores, groups = scores_and_groups(items)
     predictions: list[dict[str, Any]] = []
     folds_log = []
     for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
         regression, log = fit_pooled_regression(features, scores, groups, train, c_grid)
-        plain, tta = regression_probabilities(regression, features, test)
-        _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
-        stage = ZoneContextRating().fit(inner_tta, scores[train])
-        rows = prediction_rows([items[i] for i in test], k, plain, tta)
-        for row, rated, rated_tta in zip(rows, stage.ratings(plain), stage.ratings(tta)):
-            row["scores_context"], row["scores_context_tta"] = rated.tolist(), rated_tta.tolist()
-        predictions += rows
         log.update(n_test=len(test), fold=k)
+        probabilities = regression_probabilities(regression, features, test)
+        rows = prediction_rows([items[i] for i in test], k, *probabilities)
+        if with_context:
+            _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
+            stage = ZoneContextRating().fit(inner_tta, scores[train])
+            for row, rated, rated_tta in zip(rows, *(stage.ratings(p) for p in probabilities)):
+                row["scores_context"], row["scores_context_tta"] = rated.tolist(), rated_tta.tolist()
+        predictions += rows
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)
     return predictions, folds_log

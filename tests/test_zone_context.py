@@ -5,14 +5,19 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from monai_bsnet.cross_validation import compare_predictions, prediction_rows
-from monai_bsnet.pooled_head import cross_validate_features, cross_validate_with_context, inner_out_of_fold_probabilities, inner_splits
+from monai_bsnet.pooled_head import cross_validate_features, inner_out_of_fold_probabilities, inner_splits
 from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating, context_inputs, rating_beside, ratings_with_sum
 from monai_bsnet.zones import median_scores
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def expected_error(probabilities: np.ndarray, ratings: np.ndarray) -> float:
@@ -136,7 +141,7 @@ def test_the_nested_cross_validation_rates_every_image_once_and_keeps_the_pooled
     items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
               "label_junior": s.tolist()} for i, s in enumerate(scores)]
     features = pooled_features(scores, 1)
-    rows, folds = cross_validate_with_context(items, features, n_folds=3, c_grid=(0.01, 0.1))
+    rows, folds = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1), with_context=True)
     assert sorted(row["filename"] for row in rows) == sorted(item["filename"] for item in items) and len(folds) == 3
     plain_rows, _ = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1))
     # the first stage is cv:pooled's own fit, and the served ratings add up to its global score
@@ -181,3 +186,22 @@ def test_the_predictor_serves_the_context_stages_ratings_with_the_medians_global
         assert [reference["zones"][z]["score"] for z in "ABCDEF"] == median_scores(probabilities).tolist()
     rows = {row["input"]: row for row in csv.DictReader(open(tmp_path / "context" / "results.csv"))}
     assert all([int(rows[r["input"]][z]) for z in "ABCDEF"] == [r["zones"][z]["score"] for z in "ABCDEF"] for r in records)
+
+
+def test_the_nested_experiment_script_compares_the_served_ratings_with_the_pooled_heads(tmp_path, shared_data):
+    """``zone_context_experiment.py`` on a few real images: one row per image, the comparison's
+    baseline being the pooled head's medians and its candidate the served ratings, at the same global MAE."""
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "bundle" / "scripts" / "zone_context_experiment.py"), "--data", str(shared_data),
+               "--cache", str(tmp_path / "cache"), "--out", str(out), "--limit", "16", "--image-size", "64", "--folds", "2",
+               "--resamples", "200"]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    result = json.loads((out / "zone_context.json").read_text())
+    rows = json.loads((out / "predictions.json").read_text())
+    assert result["n_images"] == len(rows) == 16 and len(result["folds"]) == 2
+    for form, ratings in (("plain", "scores_context"), ("tta", "scores_context_tta")):
+        comparison = result["comparison"][form]
+        assert comparison["zone_mae"]["baseline"] == pytest.approx(result["first_stage"][form]["zone_mae"], abs=1e-4)
+        assert comparison["zone_mae"]["candidate"] == pytest.approx(result["with_context"][form]["zone_mae"], abs=1e-4)
+        served = np.array([row[ratings] for row in rows])
+        assert result["with_context"][form]["zone_mae"] == pytest.approx(np.abs(served - np.array([row["label_senior"] for row in rows])).mean())

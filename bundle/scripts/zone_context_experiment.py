@@ -4,7 +4,7 @@ A screen on stored out-of-fold predictions found that a second stage reading the
 probabilities, its ratings held to the first stage's global score, lowered the zone MAE at the same
 global MAE (``bundle/docs/experiments.md``, "A second stage that reads the whole image's zones?"). That
 screen fitted the second stage on predictions whose first-stage fits had seen the held-out fold's labels.
-This script runs it nested (:func:`monai_bsnet.pooled_head.cross_validate_with_context`) on a pooled cache
+This script runs it nested (:func:`monai_bsnet.pooled_head.cross_validate_features` ``with_context``) on a pooled cache
 of the shipped stages with 2 seeded draws per image (the cache of ``draw_noise.py --draws 2``; seed 0's
 draws are ``cv:pooled``'s own) and compares the served ratings with the pooled head's alone, plain and with
 mirror TTA (paired patient bootstrap).
@@ -27,7 +27,7 @@ from monai_bsnet.cross_validation import compare_predictions, summarise_predicti
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import brixia_metrics
 from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_with_context, pooled_zone_features
+from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_features, pooled_zone_features
 
 REPO = Path(__file__).resolve().parents[2]
 #: (first stage's probabilities, the served ratings with the context stage), plain and with mirror TTA
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, 2, args.image_size, seed=args.seed, weights_id=weights_id)
     cache.build(items)
     cache_seconds = time.perf_counter() - start
-    rows, folds_log = cross_validate_with_context(items, pooled_zone_features(cache, items), args.folds)
+    rows, folds_log = cross_validate_features(items, pooled_zone_features(cache, items), args.folds, with_context=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictions.json").write_text(json.dumps(rows))
     first_stage = summarise_predictions(rows)
