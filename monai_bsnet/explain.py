@@ -77,7 +77,7 @@ class Explanation(NamedTuple):
     probabilities: torch.Tensor
     segments: torch.Tensor | None
     units: str
-    scores: torch.Tensor | None = None
+    scores: Sequence[int] | None = None
 
     def to_original(self, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The relevance (6, 4, H, W) float32 and the region (H, W) bool on the original image of ``size`` (H, W).

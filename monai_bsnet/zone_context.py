@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
 __all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside"]
@@ -131,11 +132,7 @@ class ZoneContextRating:
                 "reference": "bundle/docs/experiments.md, 'A second stage that reads the whole image's zones?'"}
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)  # atomic: a reader never sees half a file
-        return path
+        return write_json(self.to_dict(), path)  # atomic: a reader never sees half a file
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ZoneContextRating:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from monai_bsnet.writers import atomic_path
+
 
 def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]], names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """The uniform average of ``state_dicts`` (same keys and shapes), computed in float64; ``names`` (the
@@ -44,9 +46,8 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial")
-    torch.save(average, partial)
-    partial.replace(args.out)  # never a half-written checkpoint under the final name
+    with atomic_path(args.out) as partial:  # never a half-written checkpoint under the final name
+        torch.save(average, partial)
     return 0
 
 

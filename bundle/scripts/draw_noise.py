@@ -22,45 +22,31 @@ per pair of draws and about 10 min for the fit on all of them.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
 
+from pooled_experiments import seeded_cache_parser, seeded_pooled_cache
 
 from monai_bsnet.cross_validation import compare_predictions, summarise_predictions
-from monai_bsnet.data import brixia_public_datalist
-from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_features, pooled_zone_features
+from monai_bsnet.pooled_head import cross_validate_features, pooled_zone_features
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="where the pooled vectors are cached (resumable)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=REPO / "bundle" / "models" / "model.pt")
+    parser = seeded_cache_parser(__doc__)
     parser.add_argument("--draws", type=int, default=6, help="random draws per image (an even number: pairs of draws)")
     parser.add_argument("--baseline", type=Path, default=REPO / "bundle" / "logs" / "cv_pooled_predictions.json")
-    parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
     parser.add_argument("--seed0-all-draws", type=Path, default=REPO / "bundle" / "logs" / "augmentation_experiment" / "cv_pooled_draws6_predictions.json",
                         help="out-of-fold predictions of the fit on all of seed 0's draws, compared with another seed's")
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
-    parser.add_argument("--image-size", type=int, default=512)
-    parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
-    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, args.draws, args.image_size, seed=args.seed, weights_id=weights_id)
-    cache.build(items)
+    items, cache = seeded_pooled_cache(args, args.draws)
     cached_seconds = time.perf_counter() - start
     features = pooled_zone_features(cache, items)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"n_images": len(items), "weights_sha256": weights_id, "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "all_draws": {},
+    result = {"n_images": len(items), "weights_sha256": cache.settings["weights"], "cache": cache.settings, "cache_seconds": round(cached_seconds, 1), "all_draws": {},
               "pairs": {}, "comparisons": {}}
     full_run = args.limit is None  # the committed predictions are of all 138 images
     baseline = json.loads(args.baseline.read_text()) if full_run and args.baseline.is_file() else None

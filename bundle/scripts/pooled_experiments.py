@@ -1,11 +1,13 @@
 """What the experiments on the pooled head's cached features share (``finetune_pooled_head.py``,
 ``refit_pooled_head.py``, ``learning_curve.py``, ``zone_probe.py``): their command line, their data
 (the public images' pooled zone vectors, read from a cache ``train_recipe.py`` built) and a seeded
-patient order."""
+patient order; and, for those that build a seeded cache of their own (``draw_noise.py``,
+``zone_context_experiment.py``), its command line and the cache."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,11 @@ import numpy as np
 
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
-from monai_bsnet.pooled_head import pooled_zone_features, scores_and_groups
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.pooled_head import PooledFeatureCache, pooled_zone_features, scores_and_groups
+
+#: The shipped weights, whose frozen stages the seeded caches pool by default.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "model.pt"
 
 
 def experiment_parser(description: str) -> argparse.ArgumentParser:
@@ -26,6 +32,31 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     parser.add_argument("--copies", type=int, default=None, help="the first N cached copies only (6 of a draw_noise.py cache: plain, 2 draws, mirrors)")
     return parser
+
+
+def seeded_cache_parser(description: str) -> argparse.ArgumentParser:
+    """The options of an experiment that builds its own seeded pooled cache of the public images:
+    ``--data``, ``--cache``, ``--out``, ``--weights``, ``--seed``, ``--limit``, ``--image-size``, ``--folds``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
+    parser.add_argument("--cache", type=Path, required=True, help="where the pooled vectors are cached (resumable)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=SHIPPED_WEIGHTS)
+    parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
+    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--folds", type=int, default=5)
+    return parser
+
+
+def seeded_pooled_cache(args: argparse.Namespace, n_draws: int) -> tuple[list[dict[str, Any]], PooledFeatureCache]:
+    """The brixia-public items (the first ``--limit``) and their pooled cache of ``--weights`` with
+    ``n_draws`` draws of seed ``--seed``, built (resumable; the weights' SHA-256 stamps the folder)."""
+    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
+    weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
+    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, n_draws, args.image_size, seed=args.seed, weights_id=weights_id)
+    cache.build(items)
+    return items, cache
 
 
 def pooled_public_images(args: argparse.Namespace) -> tuple[list[dict[str, Any]], FrozenStageCache, np.ndarray, np.ndarray, np.ndarray]:

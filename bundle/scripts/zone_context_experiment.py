@@ -17,46 +17,31 @@ About 7.5 min on two cores for the cache of the 138 images (resumable), then abo
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import time
-from pathlib import Path
+
+from pooled_experiments import seeded_cache_parser, seeded_pooled_cache
 
 from monai_bsnet.cross_validation import compare_predictions, summarise_predictions
-from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import PooledFeatureCache, cross_validate_features, pooled_zone_features
+from monai_bsnet.pooled_head import cross_validate_features, pooled_zone_features
 
-REPO = Path(__file__).resolve().parents[2]
 #: (first stage's probabilities, the served ratings with the context stage), plain and with mirror TTA
 FORMS = {"plain": ("probabilities", "scores_context"), "tta": ("probabilities_tta", "scores_context_tta")}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with brixia-public/")
-    parser.add_argument("--cache", type=Path, required=True, help="where the pooled vectors are cached (resumable)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=REPO / "bundle" / "models" / "model.pt")
-    parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
-    parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
-    parser.add_argument("--image-size", type=int, default=512)
-    parser.add_argument("--folds", type=int, default=5)
+    parser = seeded_cache_parser(__doc__)
     parser.add_argument("--resamples", type=int, default=10000)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
-    weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
-    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, 2, args.image_size, seed=args.seed, weights_id=weights_id)
-    cache.build(items)
+    items, cache = seeded_pooled_cache(args, 2)  # the cache of draw_noise.py --draws 2
     cache_seconds = time.perf_counter() - start
     rows, folds_log = cross_validate_features(items, pooled_zone_features(cache, items), args.folds, with_context=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictions.json").write_text(json.dumps(rows))
     first_stage = summarise_predictions(rows)
-    result = {"n_images": len(items), "weights_sha256": weights_id, "draw_seed": args.seed, "cache": cache.settings,
+    result = {"n_images": len(items), "weights_sha256": cache.settings["weights"], "draw_seed": args.seed, "cache": cache.settings,
               "cache_seconds": round(cache_seconds, 1), "folds": folds_log, "first_stage": {}, "with_context": {}, "comparison": {}}
     for form, (probabilities, ratings) in FORMS.items():
         served = brixia_metrics([row[ratings] for row in rows], [row["label_senior"] for row in rows])

@@ -281,7 +281,7 @@ class BrixiaPredictor:
         try:
             explanation = explain(self.network, loaded["net_input"], self.explain, lung=out["lung"])
             # the relevance is the image's own; the scores its picture shows are the record's (with mirror TTA, the average's)
-            explanation = explanation._replace(probabilities=out["zone_probabilities"], scores=self.zone_scores(out["zone_probabilities"]))
+            explanation = explanation._replace(probabilities=out["zone_probabilities"], scores=[record["zones"][z]["score"] for z in ZONE_NAMES])
             nifti = item.path if loaded["meta"].get("format") == "nifti" else None
             paths = write_explanation(output_dir, item.name, explanation, loaded["image"], zone_index.numpy(),
                                       self.model_version, loaded["meta"], nifti_reference=nifti)
