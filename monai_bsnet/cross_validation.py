@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from monai_bsnet.metrics import as_zone_scores, brixia_metrics
 from monai_bsnet.training import patient_groups, train_val_split
-from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, swap_zone_sides
+from monai_bsnet.transforms import NETWORK_SIZE, LoadCXR, cxr_preprocessing, mirror_average
 
 __all__ = [
     "BUNDLE_CONFIGS",
@@ -223,7 +223,7 @@ def predict_zone_probabilities(
         plain.append(probs.cpu().numpy())
         if tta:
             mirrored = torch.softmax(network.outputs(batch.flip(-1)).zone_logits.float(), -1)
-            augmented.append(((probs + swap_zone_sides(mirrored)) / 2).cpu().numpy())
+            augmented.append(mirror_average(probs, mirrored).cpu().numpy())
     stack = lambda arrays: np.concatenate(arrays) if arrays else np.zeros((0, 6, 4), np.float32)  # noqa: E731
     return stack(plain), (stack(augmented) if tta else None)
 

@@ -45,6 +45,7 @@ def write_evaluation(
     consensus_mean: Any = None,
     consensus_mode: Any = None,
     title: str = "",
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``scores.csv`` and the plots ``confusion_zone.png``,
     ``confusion_global.png``, ``bland_altman_global.png`` and ``zone_mae.png``; with consensus
@@ -57,11 +58,13 @@ def write_evaluation(
         names: an identifier per image for ``scores.csv`` (file names).
         consensus_mean, consensus_mode: (N, 6) panel scores, where the data has them.
         title: prefix of the plot titles (the reference rater, for example).
+        model: how the predictions were made (test-time augmentation, zone rating), as the result
+            records' ``model`` says; written into ``metrics.json``.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     p, t = as_zone_scores(pred), as_zone_scores(target)
-    report: dict[str, Any] = {"n_images": int(len(p)), **brixia_metrics(p, t)}
+    report: dict[str, Any] = {"n_images": int(len(p)), **({"model": dict(model)} if model else {}), **brixia_metrics(p, t)}
     if consensus_mean is not None and consensus_mode is not None:
         report["consensus"] = consensus_metrics(p, consensus_mean, consensus_mode)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -98,10 +101,11 @@ class BrixiaEvaluationSaver:
     Args:
         output_dir: where :func:`write_evaluation` writes.
         title: prefix of the plot titles.
+        model: how the evaluator's predictions were made, for ``metrics.json`` (:func:`write_evaluation`).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, title: str = "") -> None:
-        self.output_dir, self.title = output_dir, title
+    def __init__(self, output_dir: str | os.PathLike, title: str = "", model: Mapping[str, Any] | None = None) -> None:
+        self.output_dir, self.title, self.model = output_dir, title, model
         self.items: list[Mapping[str, Any]] = []
         self.report: dict[str, Any] = {}
 
@@ -143,7 +147,7 @@ class BrixiaEvaluationSaver:
         if rows and all("consensus_mean" in row and "consensus_mode" in row for row in rows):
             kwargs = {"consensus_mean": stack("consensus_mean"), "consensus_mode": stack("consensus_mode")}
         names = [row["name"] for row in rows]
-        self.report = write_evaluation(stack("pred"), stack("label"), self.output_dir, names, title=self.title, **kwargs)
+        self.report = write_evaluation(stack("pred"), stack("label"), self.output_dir, names, title=self.title, model=self.model, **kwargs)
 
 
 def _name(item: Mapping[str, Any]) -> str:

@@ -49,7 +49,7 @@ from monai_bsnet.networks import BSNet
 from monai_bsnet.networks.encoder import ResNet18Encoder
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.training import train_val_split
-from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.transforms import mirror_average, swap_zone_sides
 
 __all__ = [
     "FrozenOutputs",
@@ -391,7 +391,7 @@ def head_probabilities(
         probs = torch.softmax(stage(*outputs.select(rows, np.zeros(len(rows), int))), -1)
         mirrored = torch.softmax(stage(*outputs.select(rows, np.ones(len(rows), int))), -1)
         plain.append(probs.numpy())
-        tta.append(((probs + swap_zone_sides(mirrored)) / 2).numpy())
+        tta.append(mirror_average(probs, mirrored).numpy())
     return np.concatenate(plain), np.concatenate(tta)
 
 

@@ -39,7 +39,7 @@ from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
-from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.transforms import mirror_average, swap_zone_sides
 from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
@@ -182,7 +182,7 @@ def regression_probabilities(regression: Pipeline, features: np.ndarray, images:
         probabilities = np.zeros((len(x), NUM_SCORES))
         probabilities[:, regression.classes_] = regression.predict_proba(x)
         out.append(probabilities.reshape(len(images), NUM_ZONES, NUM_SCORES))
-    return out[0], (out[0] + swap_zone_sides(out[1])) / 2
+    return out[0], mirror_average(out[0], out[1])
 
 
 def _grouped_search(

@@ -15,9 +15,11 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.weights import load_weights
+from monai_bsnet.transforms import mirror_average
 
 __all__ = [
     "AutocastInferer",
+    "MirrorZoneInferer",
     "cpu_has_bfloat16",
     "prepare_network",
     "train_val_split",
@@ -52,6 +54,30 @@ class AutocastInferer(SimpleInferer):
         with torch.autocast(inputs.device.type, dtype=self.dtype):
             outputs = super().__call__(inputs, network, *args, **kwargs)
         return _to_float32(outputs)
+
+
+class MirrorZoneInferer(AutocastInferer):
+    """Zone logits (B, 6, 4) with the mirror test-time augmentation that inference serves by default:
+    the log of the mean of the image's zone probabilities and its left-right mirror's (zones swapped
+    back), so that the evaluator's softmax gives what :class:`~monai_bsnet.inference.BrixiaPredictor`
+    averages. For networks that return zone logits (:class:`~monai_bsnet.networks.ZoneScorer`).
+
+    Args:
+        dtype: the autocast type, as :class:`AutocastInferer`'s.
+        mirror: False gives the image's own zone logits, as :class:`AutocastInferer` (``--tta false``).
+    """
+
+    def __init__(self, dtype: torch.dtype | None = None, mirror: bool = True) -> None:
+        super().__init__(dtype)
+        self.mirror = mirror
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        logits = super().__call__(inputs, network, *args, **kwargs)
+        if not self.mirror:
+            return logits
+        mirrored = super().__call__(inputs.flip(-1), network, *args, **kwargs)
+        probabilities = mirror_average(torch.softmax(logits.float(), -1), torch.softmax(mirrored.float(), -1))
+        return torch.log(probabilities.clamp_min(torch.finfo(torch.float32).tiny))
 
 
 def cpu_has_bfloat16() -> bool:

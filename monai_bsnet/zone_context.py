@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -30,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside"]
+__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside", "served_ratings", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
@@ -156,3 +160,31 @@ def rating_beside(weights: str | os.PathLike) -> ZoneContextRating | None:
     probabilities would misread them, so none is guessed."""
     path = Path(weights).with_name(CONTEXT_FILE)
     return ZoneContextRating.load(path) if path.is_file() else None
+
+
+def served_ratings(probabilities: np.ndarray, stage: ZoneContextRating | None) -> np.ndarray:
+    """(N, 6) zone ratings of first-stage probabilities (N, 6, 4) or one image's (6, 4), as every path
+    serves them: ``stage``'s ratings (:meth:`ZoneContextRating.ratings`), or each zone's median without one."""
+    p = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_ZONES, NUM_SCORES)
+    return median_scores(p) if stage is None else stage.ratings(p)
+
+
+class ServedZoneRatingd(MapTransform):
+    """Zone probabilities (6, 4) under ``keys`` -> the served zone ratings (6,) (:func:`served_ratings`),
+    so that an evaluator's metrics and reports judge what the model serves (the bundle's ``evaluate.json``).
+
+    Args:
+        keys: keys of the zone probabilities (a softmax already applied).
+        stage: the zone context stage (:func:`rating_beside` the weights), or None for the zone medians.
+    """
+
+    def __init__(self, keys: KeysCollection, stage: ZoneContextRating | None) -> None:
+        super().__init__(keys)
+        self.stage = stage
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            p = torch.as_tensor(d[key])
+            d[key] = torch.as_tensor(served_ratings(p.detach().cpu().numpy(), self.stage)[0], dtype=torch.float32, device=p.device)
+        return d

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from monai_bsnet.cli import default_weights, main
 from monai_bsnet.networks import BSNet, load_weights
@@ -25,6 +26,7 @@ from monai_bsnet.pooled_head import (
     zone_samples,
 )
 from monai_bsnet.severity import mapping_beside
+from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
 from monai_bsnet.zone_context import ZoneContextRating, rating_beside
 from monai_bsnet.zones import median_scores
 
@@ -118,3 +120,43 @@ def test_the_bundle_describes_the_shipped_weights_and_exports_them(tmp_path):
     with torch.no_grad():
         eager = load_weights(BSNetZoneProbabilities(), WEIGHTS).eval()(image)
         torch.testing.assert_close(torch.jit.load(str(exported))(image), eager, atol=1e-5, rtol=1e-4)
+
+
+def test_bundle_evaluation_scores_what_inference_serves(tmp_path):
+    """``evaluate.json`` judges the served ratings (mirror TTA, the zone context stage beside the weights),
+    not the plain zone medians: its ``scores.csv`` holds the ratings ``bsnet predict`` writes for the same
+    images, and ``metrics.json`` says how they were made. With ``--tta false`` and no stage beside the
+    weights it is the plain medians."""
+    images = sorted((BUNDLE / "sample").glob("*.jpg"))
+    assert main(["predict", *map(str, images), "--output", str(tmp_path / "predict"), "--quiet", "--device", "cpu"]) == 0
+    served = {Path(r["input"]).name: [int(r[z]) for z in "ABCDEF"] for r in csv.DictReader(open(tmp_path / "predict" / "results.csv"))}
+    labels = [[1, 0, 2, 3, 1, 0]] * len(images)  # any reference: only the metrics depend on it
+
+    def evaluate(out: Path, **overrides) -> tuple[dict, dict[str, list[int]], dict[str, list[int]]]:
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE / "configs" / name) for name in ("train.json", "evaluate.json")])
+        parser.update({"eval_datalist": [{"image": str(p), "label": y} for p, y in zip(images, labels)], "output_dir": str(out),
+                       "num_workers": 0, "device": "$torch.device('cpu')", **overrides})
+        parser.get_parsed_content("initialize")
+        parser.get_parsed_content("run")
+        rows = list(csv.DictReader(open(out / "evaluation" / "scores.csv")))
+        predicted = {r["image"]: [int(r[f"pred_{z}"]) for z in "ABCDEF"] for r in rows}
+        truth = {r["image"]: [int(r[f"true_{z}"]) for z in "ABCDEF"] for r in rows}
+        return json.loads((out / "evaluation" / "metrics.json").read_text()), predicted, truth
+
+    report, predicted, truth = evaluate(tmp_path / "served")
+    assert report["model"] == {"test_time_augmentation": "mirror", "zone_rating": "zone context"}
+    assert predicted == served
+    assert report["zone_mae"] == pytest.approx(np.mean([np.abs(np.subtract(predicted[k], truth[k])).mean() for k in predicted]))
+
+    plain_weights = tmp_path / "plain" / "model.pt"
+    plain_weights.parent.mkdir()
+    plain_weights.symlink_to(WEIGHTS)  # the same weights with no zone context stage beside them
+    report, predicted, _ = evaluate(tmp_path / "plain_eval", ckpt_path=str(plain_weights), tta=False)
+    assert report["model"] == {"test_time_augmentation": None, "zone_rating": "median"}
+    network = load_weights(BSNet(), WEIGHTS).eval()
+    load, preprocess = LoadCXR(), cxr_preprocessing()
+    with torch.no_grad():
+        for path in images:
+            logits = network.outputs(preprocess(load(path)).as_tensor()[None]).zone_logits
+            assert predicted[path.name] == median_scores(torch.softmax(logits, -1))[0].tolist()

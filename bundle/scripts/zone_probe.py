@@ -37,7 +37,7 @@ from pooled_experiments import experiment_parser, pooled_public_images
 from monai_bsnet.cross_validation import patient_fold_indices, prediction_rows
 from monai_bsnet.metrics import brixia_metrics
 from monai_bsnet.pooled_head import C_GRID, fit_zone_regression, zone_samples
-from monai_bsnet.transforms import swap_zone_sides
+from monai_bsnet.transforms import mirror_average
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 GROUPINGS = {"shared": [list(range(NUM_ZONES))], "per_level": [[0, 3], [1, 4], [2, 5]], "per_zone": [[z] for z in range(NUM_ZONES)]}
@@ -54,7 +54,7 @@ def fit_predict(features, scores, train, test, grouping: str, c: float) -> tuple
         for z in zones:
             for copy in (0, 1):  # copy 1 of the cache is the plain image mirrored
                 probabilities[copy][:, z, model.classes_] = model.predict_proba(features[test, copy, z])
-    return probabilities[0], (probabilities[0] + swap_zone_sides(probabilities[1])) / 2
+    return probabilities[0], mirror_average(probabilities[0], probabilities[1])
 
 
 def nested_cross_validation(features, scores, groups, folds, grouping: str) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -24,10 +24,10 @@ from monai_bsnet.errors import CXRInputError
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
-from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, swap_zone_sides, to_original_geometry
+from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, mirror_average, to_original_geometry
 from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
-from monai_bsnet.zone_context import ZoneContextRating
-from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES, median_scores
+from monai_bsnet.zone_context import ZoneContextRating, served_ratings
+from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
 
 __all__ = ["BrixiaPredictor", "QUALITY_FLAGS"]
 
@@ -156,7 +156,7 @@ class BrixiaPredictor:
             mirrored = self.network.outputs(images.flip(-1)).zone_logits if self.mirror_tta else None
         probabilities = torch.softmax(out.zone_logits.float(), dim=-1)
         if mirrored is not None:
-            probabilities = (probabilities + swap_zone_sides(torch.softmax(mirrored.float(), dim=-1))) / 2
+            probabilities = mirror_average(probabilities, torch.softmax(mirrored.float(), dim=-1))
         return {
             "zone_probabilities": probabilities.cpu(),
             "lung": torch.sigmoid(out.lung_logits.float()).cpu(),
@@ -167,9 +167,7 @@ class BrixiaPredictor:
     def zone_scores(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The six zone scores of one image's zone probabilities (6, 4): the zone context stage's
         ratings where there is one, else each zone's median."""
-        if self.zone_context is None:
-            return median_scores(probabilities)
-        return torch.as_tensor(self.zone_context.ratings(probabilities.numpy())[0])
+        return torch.as_tensor(served_ratings(probabilities.numpy(), self.zone_context)[0])
 
     def make_record(self, item: CXRInput, meta: dict[str, Any], probabilities: torch.Tensor, flags: list[str]) -> dict[str, Any]:
         """The result record of one image (see DESIGN.md): zones, global score, metadata, flags."""

@@ -1,6 +1,6 @@
 """MONAI transforms of monai-bsnet: loading, preprocessing, alignment targets, lung-mask clean-up."""
 
-from monai_bsnet.transforms.augment import LATERAL_ZONE_SWAP, RandLateralFlipd, RandRaterLabeld, swap_zone_sides
+from monai_bsnet.transforms.augment import LATERAL_ZONE_SWAP, RandLateralFlipd, RandRaterLabeld, mirror_average, swap_zone_sides
 from monai_bsnet.transforms.alignment import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
 from monai_bsnet.transforms.load import LATERAL_VIEWS, MIN_IMAGE_SIZE, LoadCXR, LoadCXRd, read_cxr
 from monai_bsnet.transforms.lung_mask import clean_lung_probability
@@ -12,6 +12,7 @@ __all__ = [
     "RandLateralFlipd",
     "RandRaterLabeld",
     "swap_zone_sides",
+    "mirror_average",
     "CanonicalLungAlignmentd",
     "LATERAL_VIEWS",
     "LoadCXR",

@@ -9,7 +9,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Flip, MapTransform, RandomizableTransform
 
-__all__ = ["LATERAL_ZONE_SWAP", "swap_zone_sides", "RandLateralFlipd", "RandRaterLabeld"]
+__all__ = ["LATERAL_ZONE_SWAP", "swap_zone_sides", "mirror_average", "RandLateralFlipd", "RandRaterLabeld"]
 
 #: Zone order after a left-right mirror: the patient's right lung (A, B, C) takes the place of the
 #: left lung (D, E, F) and the reverse, level by level.
@@ -28,6 +28,12 @@ def swap_zone_sides(scores):
     if isinstance(scores, torch.Tensor):
         return scores.index_select(axis, torch.tensor(LATERAL_ZONE_SWAP, device=scores.device))
     return np.take(scores, LATERAL_ZONE_SWAP, axis=axis)
+
+
+def mirror_average(probabilities, mirrored_probabilities):
+    """The zone probabilities ``(..., 6, 4)`` of mirror test-time augmentation: the mean of the image's
+    and its left-right mirror's, whose zones are swapped back first (numpy arrays and tensors alike)."""
+    return (probabilities + swap_zone_sides(mirrored_probabilities)) / 2
 
 
 class RandLateralFlipd(RandomizableTransform, MapTransform):

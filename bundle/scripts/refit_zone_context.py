@@ -1,0 +1,95 @@
+"""Which zone ratings should a model refitted in the MONAI Label app serve? (the zone context stage after a refit)
+
+The shipped model rates zones with the zone context stage (``monai_bsnet.zone_context``), fitted on the
+shipped pooled head's out-of-fold probabilities. The app's refit (``refit_with_public`` in
+``refit_pooled_head.py``) publishes a new head. This experiment simulates it on the same folds, halves and
+site orders as ``refit_pooled_head.py`` and rates the held-out fold three ways, all held to the refitted
+head's global score (the sum of its zone medians, mirror TTA):
+
+- ``median``: the refitted head's zone medians;
+- ``keep``: the stage fitted for the head before the refit (on the inner out-of-fold TTA probabilities of
+  the public half at the prior's C, senior scores), kept;
+- ``refit``: a stage fitted again on inner out-of-fold TTA probabilities of the refit's own images (public
+  half and site images at the refit's C), each with its own labels.
+
+    python bundle/scripts/refit_zone_context.py --data ../shared/data --cache WORK/cache_seed0 \\
+        --out bundle/logs/refit_experiment/zone_context_seed0.json
+
+The cache is a 2-draw pooled cache (``zone_context_experiment.py``'s, 6 copies). A few minutes per
+fold on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from pooled_experiments import experiment_parser, pooled_public_images
+from refit_pooled_head import SHIPPED_C, halves
+
+from monai_bsnet.cross_validation import patient_fold_indices
+from monai_bsnet.metrics import METRICS
+from monai_bsnet.zones import median_scores
+from monai_bsnet.pooled_head import (
+    choose_regularisation, fit_zone_regression, inner_out_of_fold_probabilities, regression_probabilities, zone_samples,
+)
+from monai_bsnet.zone_context import ZoneContextRating, ratings_with_sum
+
+RATINGS = ("median", "keep", "refit")
+
+
+def main(argv=None) -> int:
+    parser = experiment_parser(__doc__)
+    parser.add_argument("--site-sizes", type=int, nargs="+", default=[8, 16, 32, 0], help="0: the whole site half")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    items, _, features, senior, groups = pooled_public_images(args)
+    raters = {"senior": senior, "junior": np.array([item["label_junior"] for item in items])}
+    copies = range(features.shape[1])
+    ratings = {(r, n, m): np.zeros(senior.shape, dtype=int) for r in raters for n in args.site_sizes for m in RATINGS}
+    folds = []
+    for k, (train_rows, test_rows) in enumerate(patient_fold_indices(items, args.folds)):
+        public, site = halves(np.asarray(train_rows), groups, k)
+        c_prior, _ = choose_regularisation(features, senior, groups, public)
+        _, public_tta = inner_out_of_fold_probabilities(features, senior, groups, public, c_prior)
+        kept = ZoneContextRating().fit(public_tta, senior[public])
+        for rater, labels in raters.items():
+            for n in args.site_sizes:
+                labelled = site[: n or len(site)]
+                refit_images = np.concatenate([public, labelled])
+                own_labels = senior.copy()  # each image's own labels: senior for the public half, the site's rater for the site
+                own_labels[labelled] = labels[labelled]
+                refit = fit_zone_regression(*zone_samples(features, own_labels, refit_images, copies), SHIPPED_C)
+                _, test_tta = regression_probabilities(refit, features, test_rows)
+                totals = median_scores(test_tta).sum(-1)
+                _, refit_tta = inner_out_of_fold_probabilities(features, own_labels, groups, refit_images, SHIPPED_C)
+                stages = {"keep": kept, "refit": ZoneContextRating().fit(refit_tta, own_labels[refit_images])}
+                out = {"median": median_scores(test_tta), **{m: ratings_with_sum(s.probabilities(test_tta), totals) for m, s in stages.items()}}
+                for m in RATINGS:
+                    ratings[rater, n, m][test_rows] = out[m]
+                log = {"fold": k, "rater": rater, "site_size": n, "site_images": len(labelled), "public_images": len(public), "prior_C": c_prior,
+                       "zone_mae": {m: round(METRICS["zone_mae"](out[m], labels[test_rows]), 4) for m in RATINGS}}
+                folds.append(log)
+                print(log, flush=True)
+    summary = {}
+    for rater, labels in raters.items():
+        for n in args.site_sizes:
+            runs = [f for f in folds if f["rater"] == rater and f["site_size"] == n]
+            summary[f"{rater}, {f'{n} site images' if n else 'the whole site half'}"] = {
+                "site_images_per_fold": [f["site_images"] for f in runs],
+                **{m: {"zone_mae": round(METRICS["zone_mae"](ratings[rater, n, m], labels), 4),
+                       "global_mae": round(METRICS["global_mae"](ratings[rater, n, m], labels), 3),
+                       "zone_mae_per_fold": [f["zone_mae"][m] for f in runs]} for m in RATINGS},
+            }
+    result = {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "ratings": list(RATINGS), "refit_C": SHIPPED_C,
+              "summary": summary, "folds": folds, "seconds": round(time.perf_counter() - start, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    for key, rows in summary.items():
+        print(key, {m: (v["zone_mae"], v["global_mae"]) for m, v in rows.items() if m in RATINGS}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
