@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, predict_zone_probabilities, summarise_predictions
+from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, patient_fold_indices, predict_zone_probabilities, summarise_predictions
 from monai_bsnet.frozen_head import (
     CachedScoringStage,
     FrozenStageCache,
@@ -245,6 +245,34 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
     subprocess.run(curve, check=True, capture_output=True, timeout=600)
     pooled_points = json.loads((tmp_path / "pooled_curve.json").read_text())["curve"]
     assert pooled_points["all"]["zone_mae_mean"] == pytest.approx(points["all"]["zone_mae_mean"], abs=1e-3)
+
+
+def test_the_app_retraining_experiments_rate_and_choose_without_the_held_out_images(tmp_path, shared_data, untrained_bsnet):
+    """``refit_zone_context.py``: the three ratings of a refitted head share its global score, so only
+    their zone MAE differs; ``active_learning.py``: the images the entropy strategy chose to label are
+    training images of their fold, never held-out ones, and each budget is scored."""
+    items = brixia_public_datalist(shared_data / "brixia-public")[:24]
+    FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE).build(items)
+    common = ["--data", str(shared_data), "--cache", str(tmp_path / "cache"), "--limit", "24", "--folds", "2"]
+    script = REPO / "bundle" / "scripts"
+    subprocess.run([sys.executable, str(script / "refit_zone_context.py"), *common, "--out", str(tmp_path / "rating.json"), "--site-sizes", "4", "0"],
+                   check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "rating.json").read_text())
+    assert set(result["summary"]) == {f"{rater}, {size}" for rater in ("senior", "junior") for size in ("4 site images", "the whole site half")}
+    for rows in result["summary"].values():
+        assert len({rows[m]["global_mae"] for m in ("median", "keep", "refit")}) == 1
+        assert all(0 <= rows[m]["zone_mae"] <= 3 and len(rows[m]["zone_mae_per_fold"]) == 2 for m in ("median", "keep", "refit"))
+
+    subprocess.run([sys.executable, str(script / "active_learning.py"), *common, "--out", str(tmp_path / "active.json"), "--budgets", "2", "4",
+                    "--batch", "2", "--random-orders", "2"], check=True, capture_output=True, timeout=600)
+    result = json.loads((tmp_path / "active.json").read_text())
+    assert set(result["summary"]) == {f"{rater}, {b} site images" for rater in ("senior", "junior") for b in (2, 4)}
+    folds = patient_fold_indices(items, 2)
+    for log in result["folds"]:
+        train, test = ({items[i]["filename"] for i in rows} for rows in folds[log["fold"]])
+        assert len(set(log["entropy_order"])) == 4 and set(log["entropy_order"]) <= train and not set(log["entropy_order"]) & test
+    for row in result["summary"].values():
+        assert all(0 <= row[s]["zone_mae"] <= 3 for s in ("entropy", "random"))
 
 
 def test_recipe_extras_override_train_json(tmp_path, scored_samples, untrained_bsnet):
