@@ -186,5 +186,5 @@ class ServedZoneRatingd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             p = torch.as_tensor(d[key])
-            d[key] = torch.as_tensor(served_ratings(p.detach().cpu().numpy(), self.stage)[0], dtype=torch.float32, device=p.device)
+            d[key] = torch.as_tensor(served_ratings(p.detach().cpu().numpy(), self.stage)[0], device=p.device)
         return d
