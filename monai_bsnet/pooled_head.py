@@ -17,7 +17,6 @@ for the six zones"): on the 138 public images it cross-validated better than eve
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.transforms import mirror_average, swap_zone_sides
 from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -384,7 +384,7 @@ def fit_final_pooled_head(
     head.share_classifier(regression_to_classifier(regression))
     cache.bsnet.scoring = head
     if samples_path is not None:
-        save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet))
+        save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet), groups)
     return log
 
 
@@ -392,12 +392,7 @@ def frozen_stages_fingerprint(bsnet: torch.nn.Module) -> str:
     """SHA-256 of every weight outside the scoring stage, rounded to half precision: equal for the
     frozen stages of a checkpoint and of its half-precision export, so it says which encoder,
     segmentation and alignment pooled zone vectors were computed with."""
-    digest = hashlib.sha256()
-    for name, value in sorted(bsnet.state_dict().items()):
-        if not name.startswith("scoring."):
-            value = value.detach().cpu()
-            digest.update(name.encode() + (value.half() if value.is_floating_point() else value).numpy().tobytes())
-    return digest.hexdigest()
+    return stage_fingerprint(bsnet, scoring=False)
 
 
 def fit_samples_path(weights: str | os.PathLike) -> Path:
@@ -405,25 +400,33 @@ def fit_samples_path(weights: str | os.PathLike) -> Path:
     return Path(weights).with_name(f"{Path(weights).stem}_fit_samples.npz")
 
 
-def save_fit_samples(path: str | os.PathLike, features: np.ndarray, scores: np.ndarray, c: float, fingerprint: str) -> None:
+def save_fit_samples(
+    path: str | os.PathLike, features: np.ndarray, scores: np.ndarray, c: float, fingerprint: str, groups: Sequence[str] | None = None
+) -> None:
     """Keep what a pooled head was fitted on, so that it can be fitted again with more images: the
     pooled zone vectors of every cached copy (half precision, about 17 MB for the 138 public images),
-    the zone scores, the inverse L2 strength and the :func:`frozen_stages_fingerprint` (written atomically)."""
+    the zone scores, the inverse L2 strength, the :func:`frozen_stages_fingerprint` and the images'
+    patient groups, which a refit's inner splits keep apart (written atomically)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(partial, features=features.astype(np.float16), scores=np.asarray(scores, dtype=np.int8), c=c, fingerprint=fingerprint)
+    extra = {} if groups is None else {"groups": np.asarray(groups, dtype=str)}
+    np.savez_compressed(partial, features=features.astype(np.float16), scores=np.asarray(scores, dtype=np.int8), c=c, fingerprint=fingerprint, **extra)
     os.replace(partial, path)
 
 
 def load_fit_samples(path: str | os.PathLike) -> dict[str, Any]:
-    """What :func:`save_fit_samples` kept: ``features`` (float32), ``scores``, ``c``, ``fingerprint``."""
+    """What :func:`save_fit_samples` kept: ``features`` (float32), ``scores``, ``c``, ``fingerprint`` and
+    ``groups`` (a group of its own per image where the file has none)."""
     with np.load(path) as kept:
+        n = len(kept["scores"])
+        groups = kept["groups"].astype(str) if "groups" in kept.files else np.array([f"__fit{i}" for i in range(n)])
         return {"features": kept["features"].astype(np.float32), "scores": kept["scores"].astype(np.int64), "c": float(kept["c"]),
-                "fingerprint": str(kept["fingerprint"])}
+                "fingerprint": str(kept["fingerprint"]), "groups": groups}
 
 
 def refit_final_pooled_head(
-    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, fit_samples: Mapping[str, Any], c: float | None = None
+    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, fit_samples: Mapping[str, Any], c: float | None = None,
+    context_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fit ``cache.bsnet``'s pooled linear zone classifier again, on the images it was fitted on
     (``fit_samples``, :func:`load_fit_samples`) and ``datalist``'s together, with their inverse L2
@@ -432,6 +435,12 @@ def refit_final_pooled_head(
     The retraining of the MONAI Label app: a site's labelled images join the public ones, so a few
     labels move the classifier a little and many move it far, and nothing fitted before is forgotten.
     The fit samples must come from the same frozen stages as ``cache.bsnet``'s (their fingerprint).
+
+    With ``context_path``, the zone context stage is fitted again for the refitted classifier and saved
+    there (:class:`~monai_bsnet.zone_context.ZoneContextRating`, marked with the classifier's
+    fingerprint): on out-of-fold TTA probabilities of the same images at the same ``c`` (four
+    patient-grouped inner splits), each image with its own scores (``bundle/docs/experiments.md``,
+    "The zone context stage after a refit").
     """
     if cache.bsnet.scoring.zone_classifier != "pooled_linear":
         raise ValueError(f"a refit needs the pooled linear zone classifier, this network has the {cache.bsnet.scoring.zone_classifier!r} head")
@@ -439,13 +448,25 @@ def refit_final_pooled_head(
         raise ValueError("the fit samples were computed with other frozen stages than this network's: they cannot be refitted with")
     items = list(datalist)
     cache.build(items)
-    features = pooled_zone_features(cache, items)
-    scores, _ = scores_and_groups(items)
-    public = fit_samples["features"]
+    site_features = pooled_zone_features(cache, items)
+    if site_features.shape[1:] != fit_samples["features"].shape[1:]:
+        raise ValueError(f"the cache has {site_features.shape[1]} copies per image, the fit samples {fit_samples['features'].shape[1]}: they cannot be refitted together")
+    site_scores, site_groups = scores_and_groups(items)
+    # the public images first, then the site's; their patient groups kept apart
+    features = np.concatenate([fit_samples["features"], site_features])
+    scores = np.concatenate([fit_samples["scores"], site_scores])
+    groups = np.array([f"fit:{g}" for g in fit_samples["groups"]] + [f"site:{g}" for g in site_groups])
     c = fit_samples["c"] if c is None else c
     start = time.perf_counter()
-    x_site, y_site = zone_samples(features, scores, range(len(items)), range(features.shape[1]))
-    x_public, y_public = zone_samples(public, fit_samples["scores"], range(len(public)), range(public.shape[1]))
-    regression = fit_zone_regression(np.concatenate([x_public, x_site]), np.concatenate([y_public, y_site]), c)
+    regression = fit_zone_regression(*zone_samples(features, scores, range(len(features)), range(features.shape[1])), c)
     cache.bsnet.scoring.share_classifier(regression_to_classifier(regression))
-    return {"n_train": len(items), "n_fit_samples_images": len(public), "C": c, "fit_seconds": round(time.perf_counter() - start, 1)}
+    log: dict[str, Any] = {"n_train": len(items), "n_fit_samples_images": len(fit_samples["features"]), "C": c,
+                           "fit_seconds": round(time.perf_counter() - start, 1)}
+    if context_path is not None:
+        start = time.perf_counter()
+        _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, range(len(features)), c)
+        stage = ZoneContextRating().fit(inner_tta, scores)
+        stage.fitted_for = stage_fingerprint(cache.bsnet, scoring=True)
+        stage.save(context_path)
+        log["zone_context"] = {"fitted_on": len(features), "seconds": round(time.perf_counter() - start, 1)}
+    return log

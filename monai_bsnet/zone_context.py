@@ -18,6 +18,7 @@ Reference: D. H. Wolpert, "Stacked generalization", Neural Networks 5(2), 1992.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
@@ -38,6 +40,8 @@ __all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRat
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
+
+logger = logging.getLogger(__name__)
 
 #: Probabilities are clipped here before their logarithm (a score the first stage never gives has 0).
 _FLOOR = 1e-6
@@ -90,12 +94,17 @@ class ZoneContextRating:
 
     Args:
         c: inverse L2 strength of the regression (scikit-learn's ``C``).
+
+    ``fitted_for``, where set, is the fingerprint of the scoring stage whose probabilities the stage was
+    fitted on (:func:`~monai_bsnet.networks.weights.stage_fingerprint`): :func:`rating_beside` refuses the
+    stage for a network with another one.
     """
 
     def __init__(self, c: float = 1.0) -> None:
         self.c = c
         self.arrays: dict[str, np.ndarray] = {}
         self.fitted_on = 0
+        self.fitted_for: str | None = None
 
     def fit(self, probabilities: np.ndarray, scores: np.ndarray) -> ZoneContextRating:
         """Fit on out-of-fold first-stage probabilities (N, 6, 4) of images with zone scores (N, 6)."""
@@ -133,6 +142,7 @@ class ZoneContextRating:
             raise RuntimeError("the zone context stage is not fitted")
         return {"inputs": ["log_p0", "log_p1", "log_p2", "log_p3", "image_mean_expected_score"], "C": self.c,
                 **{name: value.tolist() for name, value in self.arrays.items()}, "fitted_on": self.fitted_on,
+                **({"fitted_for": self.fitted_for} if self.fitted_for else {}),
                 "reference": "bundle/docs/experiments.md, 'A second stage that reads the whole image's zones?'"}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -146,6 +156,7 @@ class ZoneContextRating:
             stage.arrays = {name: np.asarray(data[name], dtype=np.int64 if name == "classes" else np.float64)
                             for name in ("feature_mean", "feature_scale", "coef", "intercept", "classes")}
             stage.fitted_on = int(data.get("fitted_on", 0))
+            stage.fitted_for = data.get("fitted_for")
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: not a zone context stage of this version ({error!r})") from error
         inputs = NUM_SCORES + 1
@@ -154,12 +165,20 @@ class ZoneContextRating:
         return stage
 
 
-def rating_beside(weights: str | os.PathLike) -> ZoneContextRating | None:
+def rating_beside(weights: str | os.PathLike, network: torch.nn.Module | None = None) -> ZoneContextRating | None:
     """The zone context stage fitted for the model ``weights``: ``zone_context.json`` in its folder, or
     None (the ratings are then the first stage's zone medians): a stage fitted on another model's
-    probabilities would misread them, so none is guessed."""
+    probabilities would misread them, so none is guessed. Given the ``network`` loaded from ``weights``,
+    a stage marked as fitted for another scoring stage (``fitted_for``) is refused with a warning, say
+    one left beside weights that a later training replaced."""
     path = Path(weights).with_name(CONTEXT_FILE)
-    return ZoneContextRating.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    stage = ZoneContextRating.load(path)
+    if stage.fitted_for and network is not None and stage.fitted_for != stage_fingerprint(getattr(network, "bsnet", network), scoring=True):
+        logger.warning("%s was fitted for another scoring stage than %s's: zones are rated by their medians", path, weights)
+        return None
+    return stage
 
 
 def served_ratings(probabilities: np.ndarray, stage: ZoneContextRating | None) -> np.ndarray:

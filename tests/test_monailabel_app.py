@@ -42,7 +42,9 @@ from monai_bsnet.label_maps import (
     scores_from_label_map,
     write_label_map,
 )
-from monai_bsnet.networks import BSNet
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.networks.weights import stage_fingerprint
+from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import ZONE_NAMES, scores_to_string
 
 REPO = Path(__file__).resolve().parents[1]
@@ -411,12 +413,18 @@ def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(
     assert stats["method"] == "refit" and stats["n_train"] == 4 and stats["new_features"] == 4 and stats["skipped"] == 0
     assert stats["n_fit_samples_images"] == 138 and stats["C"] == 0.001  # the public images, at the shipped fit's strength
     published = workdir / "shipped_model" / "bsnet.pt"
+    # a zone context stage fitted again for the refitted classifier, on the public and the labelled images, beside it
+    assert stats["zone_context"]["fitted_on"] == 142
+    stage = ZoneContextRating.load(published.with_name("zone_context.json"))
+    assert stage.fitted_for == stage_fingerprint(load_weights(BSNet(), published), scoring=True)
     after = {image_id: client.infer("bsnet", image_id, {})[1] for image_id in labelled}
     for image_id in labelled:
         assert after[image_id]["model"]["weights"] == str(published)
         assert after[image_id]["global_expected"] > before[image_id][1]["global_expected"] + 0.5, image_id
-        # the shipped weights are served with their zone context stage; the refit has none and rates by medians
-        assert (before[image_id][1]["model"]["zone_rating"], after[image_id]["model"]["zone_rating"]) == ("zone context", "median")
+        # the shipped weights are served with their zone context stage, the refit with its own
+        assert (before[image_id][1]["model"]["zone_rating"], after[image_id]["model"]["zone_rating"]) == ("zone context", "zone context")
+        zones = after[image_id]["zones"]
+        assert sum(zones[z]["score"] for z in "ABCDEF") == after[image_id]["global_score"]
     # only the zone classifier changed: the lungs and the zones are where they were
     base, refitted = torch.load(shipped, weights_only=True), torch.load(published, weights_only=True)
     assert all(torch.equal(refitted[k].float(), v.float()) for k, v in base.items() if not k.startswith("scoring.classifiers."))

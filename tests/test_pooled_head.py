@@ -18,6 +18,7 @@ from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.networks.scoring import LinearZoneClassifier
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.zone_context import ZoneContextRating, rating_beside
 from monai_bsnet.pooled_head import (
     PooledFeatureCache,
@@ -29,6 +30,7 @@ from monai_bsnet.pooled_head import (
     fit_zone_regression,
     pooled_zone_features,
     frozen_stages_fingerprint,
+    inner_out_of_fold_probabilities,
     load_fit_samples,
     refit_final_pooled_head,
     regression_probabilities,
@@ -251,6 +253,7 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     kept = load_fit_samples(samples_path)
     assert kept["features"].shape == (4, 4, 6, 1920) and kept["c"] == 0.1
     assert kept["fingerprint"] == frozen_stages_fingerprint(untrained_bsnet)
+    assert list(kept["groups"]) == [item["patient_id"] for item in scored_samples[:4]]  # kept apart by a refit's inner splits
     assert not list(tmp_path.glob("*.partial*"))  # written atomically
 
     log = refit_final_pooled_head(scored_samples[4:], cache, kept)
@@ -262,6 +265,21 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     got = classifier_probabilities(untrained_bsnet.scoring.classifiers[0], together, range(6))
     np.testing.assert_allclose(got, regression_probabilities(expected, together, range(6))[0], atol=1e-4)
     assert all(c is untrained_bsnet.scoring.classifiers[0] for c in untrained_bsnet.scoring.classifiers)
+
+    # with a path, the zone context stage is fitted again for the refitted classifier: on out-of-fold TTA
+    # probabilities of the same images at the same C, the kept images' patients and the new ones' kept apart
+    kept["groups"] = np.array(["a", "a", "b", "b"])  # two patients with two images each
+    log = refit_final_pooled_head(scored_samples[4:], cache, kept, context_path=tmp_path / "zone_context.json")
+    stage = ZoneContextRating.load(tmp_path / "zone_context.json")
+    assert log["zone_context"]["fitted_on"] == stage.fitted_on == 6
+    assert stage.fitted_for == stage_fingerprint(untrained_bsnet, scoring=True)
+    groups = np.array(["fit:a", "fit:a", "fit:b", "fit:b", "site:p11", "site:p12"])
+    _, inner_tta = inner_out_of_fold_probabilities(together, scores, groups, range(6), 0.1)
+    expected_stage = ZoneContextRating().fit(inner_tta, scores)
+    probe = np.random.default_rng(0).dirichlet(np.ones(4), size=(5, 6))
+    np.testing.assert_allclose(stage.probabilities(probe), expected_stage.probabilities(probe), atol=1e-6)
+    _, per_image = inner_out_of_fold_probabilities(together, scores, np.arange(6), range(6), 0.1)
+    assert not np.allclose(ZoneContextRating().fit(per_image, scores).probabilities(probe), stage.probabilities(probe), atol=1e-3)
 
     with torch.no_grad():  # other frozen stages: their pooled vectors do not mix with the kept ones
         untrained_bsnet.encoder.layer1[0].conv1.weight.mul_(2)

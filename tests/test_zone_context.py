@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from monai_bsnet.cross_validation import compare_predictions, prediction_rows
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.pooled_head import cross_validate_features, inner_out_of_fold_probabilities, inner_splits
 from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating, context_inputs, rating_beside, ratings_with_sum
 from monai_bsnet.zones import median_scores
@@ -102,6 +105,25 @@ def test_the_context_stage_learns_from_the_other_zones_and_keeps_the_first_stage
         ZoneContextRating().ratings(test_p)
     with pytest.raises(ValueError, match="at least two scores"):
         ZoneContextRating().fit(train_p, np.zeros_like(train_y))
+
+
+def test_a_stage_marked_for_another_scoring_stage_is_refused_beside_the_weights(tmp_path, untrained_bsnet, caplog):
+    """A stage fitted for one zone classifier (``fitted_for``, as the app's refit writes it) is served
+    only with that classifier: a fine-tuned model published over a refit is rated by its medians."""
+    train_p, train_y = correlated_images(100, 0)
+    stage = ZoneContextRating().fit(train_p, train_y)
+    (tmp_path / "bsnet.pt").write_bytes(b"")
+    stage.save(tmp_path / CONTEXT_FILE)
+    assert rating_beside(tmp_path / "bsnet.pt", untrained_bsnet) is not None  # unmarked (the shipped stage): any network
+    stage.fitted_for = stage_fingerprint(untrained_bsnet, scoring=True)
+    stage.save(tmp_path / CONTEXT_FILE)
+    assert rating_beside(tmp_path / "bsnet.pt", untrained_bsnet).fitted_for == stage.fitted_for
+    assert rating_beside(tmp_path / "bsnet.pt") is not None  # without the network nothing to check against
+    with torch.no_grad():
+        untrained_bsnet.scoring.classifiers[0].blocks[0].conv.weight.add_(0.01)  # another scoring stage
+    with caplog.at_level(logging.WARNING):
+        assert rating_beside(tmp_path / "bsnet.pt", untrained_bsnet) is None
+    assert "fitted for another scoring stage" in caplog.text
 
 
 def pooled_features(scores: np.ndarray, seed: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from monai_bsnet.networks.bsnet import BSNet
 
-__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of"]
+__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of", "stage_fingerprint"]
 
 
 def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -66,3 +67,15 @@ def load_weights(network: nn.Module, path: str | os.PathLike, key: str | None = 
         target.freeze(list(target.frozen))
     target.load_state_dict(state, strict=strict)
     return network
+
+
+def stage_fingerprint(bsnet: nn.Module, scoring: bool) -> str:
+    """SHA-256 of a BS-Net's scoring-stage weights (``scoring``) or of every other weight (the frozen
+    stages), rounded to half precision: equal for a checkpoint and its half-precision export, so it
+    says which weights something fitted on their outputs belongs to."""
+    digest = hashlib.sha256()
+    for name, value in sorted(bsnet.state_dict().items()):
+        if name.startswith("scoring.") == scoring:
+            value = value.detach().cpu()
+            digest.update(name.encode() + (value.half() if value.is_floating_point() else value).numpy().tobytes())
+    return digest.hexdigest()

@@ -121,11 +121,12 @@ class BrixiaModel:
             }
             version = monai_bsnet.__version__ + ("+fine-tuned" if info["fine_tuned"] else "")
             # the zone context stage fitted for these weights, if one lies beside them: the shipped weights
-            # have one; a refit published by the trainer has none, so its scores are the zone medians
+            # have one, a refit published by the trainer its own; a stage fitted for another scoring stage
+            # (a fine-tuned model published over a refit) is refused, and the zones are rated by their medians
             predictor = BrixiaPredictor(
                 network, device=device, lung_threshold=self.lung_threshold, precision=self.precision, mirror_tta=self.mirror_tta,
                 model_name="BS-Net (monai-bsnet, MONAI Label app)", model_version=version,
-                zone_context=rating_beside(path) if path is not None else None,
+                zone_context=rating_beside(path, network) if path is not None else None,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])
             self._cache[device] = (predictor, info)

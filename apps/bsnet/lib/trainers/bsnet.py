@@ -61,6 +61,7 @@ from monai_bsnet.metrics import BrixiaScoreHandler
 from monai_bsnet.networks import ZoneScorer
 from monai_bsnet.networks.weights import state_dict_from_checkpoint, zone_classifier_of
 from monai_bsnet.pooled_head import PooledFeatureCache, fit_samples_path, load_fit_samples, refit_final_pooled_head
+from monai_bsnet.zone_context import CONTEXT_FILE
 from monai_bsnet.training import train_val_split, trainable_parameters
 from monai_bsnet.transforms import LoadCXRd, RandLateralFlipd, cxr_preprocessingd
 
@@ -218,10 +219,14 @@ class BrixiaScoringTrain(BasicTrainTask):
             raise ValueError("no labelled image could be read: nothing to refit on")
         logger.info("pooled features: %d new, %d kept from earlier refits", new, len(usable) - new)
         c = request.get("refit_c")
-        log = refit_final_pooled_head(usable, cache, load_fit_samples(samples), c=None if c in (None, "") else float(c))
-        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s", log["n_train"], log["n_fit_samples_images"], log["C"], log["fit_seconds"])
         output_dir.mkdir(parents=True, exist_ok=True)
+        stage = output_dir / CONTEXT_FILE
+        log = refit_final_pooled_head(usable, cache, load_fit_samples(samples), c=None if c in (None, "") else float(c), context_path=stage)
+        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s; zone context stage in %.1f s", log["n_train"],
+                    log["n_fit_samples_images"], log["C"], log["fit_seconds"], log["zone_context"]["seconds"])
         torch.save(bsnet.state_dict(), output_dir / "model.pt")
+        # the stage first: until the new weights replace the old, it is refused as fitted for another classifier
+        _atomic_copy(str(stage), str(Path(self._publish_path).with_name(CONTEXT_FILE)))
         _atomic_copy(str(output_dir / "model.pt"), self._publish_path)
         logger.info("new BS-Net published: %s -> %s", output_dir / "model.pt", self._publish_path)
         stats = {"method": "refit", "start_ts": int(start), "total_time": f"{time.time() - start:.1f} s", **log,
