@@ -16,6 +16,9 @@ keeps its old vectors until that folder is deleted). Every refit starts again fr
 datastore's labels, so retrainings do not drift. Minutes on a CPU, most of it the frozen stages on
 the new images. On the public images, in a simulated site, this gave a lower zone MAE than the fine-tuning and than
 no retraining at every site size tried (``bundle/docs/experiments.md``, "Retraining on a site's labels").
+The zone context stage is fitted again for the refitted classifier (on out-of-fold probabilities of the
+same images) and published beside the weights before them, marked with the classifier's fingerprint
+(experiments, "The zone context stage after a refit").
 
 ``fine_tune``: the bundle's scoring stage (``bundle/configs/train.json``), run by MONAI Label's ``BasicTrainTask``
 on the datastore's labelled images: encoder, lung segmentation and alignment stay frozen (so the zone
