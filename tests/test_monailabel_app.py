@@ -423,6 +423,9 @@ def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(
         assert after[image_id]["global_expected"] > before[image_id][1]["global_expected"] + 0.5, image_id
         # the shipped weights are served with their zone context stage, the refit with its own
         assert (before[image_id][1]["model"]["zone_rating"], after[image_id]["model"]["zone_rating"]) == ("zone context", "zone context")
+        # Cohen et al.'s scores come from the mapping fitted for the shipped weights; none was fitted for the refit
+        assert 0 <= before[image_id][1]["geographic_extent"] <= 8 and 0 <= before[image_id][1]["opacity"] <= 6
+        assert after[image_id]["geographic_extent"] is None and after[image_id]["opacity"] is None
         zones = after[image_id]["zones"]
         assert sum(zones[z]["score"] for z in "ABCDEF") == after[image_id]["global_score"]
     # only the zone classifier changed: the lungs and the zones are where they were

@@ -22,6 +22,7 @@ import torch
 import monai_bsnet
 from monai_bsnet.inference.predictor import BrixiaPredictor
 from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.severity import mapping_beside
 from monai_bsnet.zone_context import rating_beside
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class BrixiaModel:
                 network, device=device, lung_threshold=self.lung_threshold, precision=self.precision, mirror_tta=self.mirror_tta,
                 model_name="BS-Net (monai-bsnet, MONAI Label app)", model_version=version,
                 zone_context=rating_beside(path, network) if path is not None else None,
+                # Cohen et al.'s extent and opacity, from the mapping fitted for these weights (the shipped
+                # ones have one; a refit has none, its records then hold null, as bsnet predict's would)
+                cohen_mapping=mapping_beside(path) if path is not None else None,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])
             self._cache[device] = (predictor, info)
