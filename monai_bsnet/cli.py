@@ -66,7 +66,7 @@ def predict(args: argparse.Namespace) -> int:
         explain=args.explain,
         cohen_mapping=mapping_beside(args.weights),
         mirror_tta=args.tta,
-        zone_context=rating_beside(args.weights),
+        zone_context=rating_beside(args.weights, network),
     )
     records = predictor.run(args.inputs, args.output, progress=not args.quiet)
     failed = [r for r in records if r["status"] != "ok"]

@@ -174,6 +174,7 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     refitted = ZoneContextRating().fit(np.array([r["probabilities_tta"] for r in rows]), np.array([r["label_senior"] for r in rows]))
     probabilities = np.array([r["probabilities_tta"] for r in rows])
     np.testing.assert_allclose(stage.probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-12)
+    assert stage.fitted_for == stage_fingerprint(shipped, scoring=True)  # served only with this zone classifier
 
 
 def _zero_prior(x: np.ndarray) -> LinearZoneClassifier:

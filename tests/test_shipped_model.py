@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from monai.bundle import ConfigParser
 
 from monai_bsnet.cli import default_weights, main
 from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.pooled_head import (
     classifier_probabilities,
     fit_samples_path,
@@ -82,6 +84,26 @@ def test_the_zone_context_stage_beside_the_weights_is_the_one_fitted_on_the_logg
     probabilities = np.array([r["probabilities_tta"] for r in rows])
     refitted = ZoneContextRating().fit(probabilities, np.array([r["label_senior"] for r in rows]))
     np.testing.assert_allclose(rating_beside(WEIGHTS).probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-9)
+
+
+def test_weights_retrained_beside_the_shipped_stage_are_rated_by_their_medians(tmp_path):
+    """The shipped stage is marked with the shipped zone classifier's fingerprint: another classifier saved as
+    ``model.pt`` beside it (a user's retraining) is rated by its zone medians, with a warning, not by a stage
+    fitted for other probabilities."""
+    shipped = load_weights(BSNet(), WEIGHTS)
+    assert rating_beside(WEIGHTS).fitted_for == stage_fingerprint(shipped, scoring=True)
+    with torch.no_grad():
+        shipped.scoring.classifiers[0].linear.bias.add_(torch.tensor([0.0, 0.1, 0.0, 0.0]))
+    retrained = tmp_path / "models" / "model.pt"
+    retrained.parent.mkdir()
+    torch.save(shipped.state_dict(), retrained)
+    shutil.copy(WEIGHTS.with_name("zone_context.json"), retrained.with_name("zone_context.json"))
+    sample = sorted((BUNDLE / "sample").glob("*.jpg"))[0]
+    assert main(["predict", str(sample), "--weights", str(retrained), "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "out" / f"{sample.stem}.json").read_text())
+    assert record["model"]["zone_rating"] == "median"
+    probabilities = torch.tensor([record["zones"][z]["probabilities"] for z in "ABCDEF"])
+    assert [record["zones"][z]["score"] for z in "ABCDEF"] == median_scores(probabilities).tolist()
 
 
 def test_shipped_weights_give_varied_plausible_scores_and_cohen_fields_on_the_samples(tmp_path):

@@ -334,6 +334,8 @@ def step_context(args, sched, models: Path) -> dict:
     """The zone context stage of the pooled head (:mod:`monai_bsnet.zone_context`), fitted on what the
     head gives images it was not fitted on: ``cv:pooled``'s out-of-fold probabilities, as served (with
     mirror TTA). Its nested cross-validation is ``bundle/scripts/zone_context_experiment.py``'s."""
+    from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.networks.weights import stage_fingerprint
     from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating
 
     source = args.logs / f"cv_{POOLED}_predictions.json"
@@ -341,6 +343,9 @@ def step_context(args, sched, models: Path) -> dict:
         raise SystemExit(f"the context step fits on {source}: run cv:{POOLED} first")
     predictions = json.loads(source.read_text())
     stage = ZoneContextRating().fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
+    # marked with the zone classifier it belongs to (final:pooled's): retrained weights saved over
+    # model.pt are then rated by their medians, not by a stage fitted for other probabilities
+    stage.fitted_for = stage_fingerprint(load_weights(BSNet(), models / "model.pt"), scoring=True)
     stage.save(models / CONTEXT_FILE)
     return {"fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(predictions), "stage": stage.to_dict()}
 
