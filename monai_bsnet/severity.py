@@ -26,6 +26,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from monai_bsnet.data.cohen import GEOGRAPHIC_EXTENT_MAX, OPACITY_MAX
+from monai_bsnet.writers import write_json
 
 __all__ = ["FEATURES", "MAPPING_FILE", "severity_features", "CohenSeverityMapping", "cross_validated_mae", "mapping_beside"]
 
@@ -79,9 +80,7 @@ class CohenSeverityMapping:
                 "reference": "Cohen et al., Cureus 12(7) e9448 (2020), arXiv:2005.11856"}
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(self.to_dict(), path)  # atomic: a reader never sees half a file
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CohenSeverityMapping:
