@@ -64,7 +64,7 @@ def predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         dicom_outputs=args.dicom_outputs,
         explain=args.explain,
-        cohen_mapping=mapping_beside(args.weights),
+        cohen_mapping=mapping_beside(args.weights, network),
         mirror_tta=args.tta,
         zone_context=rating_beside(args.weights, network),
     )

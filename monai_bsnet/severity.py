@@ -16,22 +16,27 @@ cross-validated error is measured by :func:`cross_validated_mae` and reported in
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from monai_bsnet.data.cohen import GEOGRAPHIC_EXTENT_MAX, OPACITY_MAX
+from monai_bsnet.networks.weights import fitted_for_another
 from monai_bsnet.writers import write_json
 
 __all__ = ["FEATURES", "MAPPING_FILE", "severity_features", "CohenSeverityMapping", "cross_validated_mae", "mapping_beside"]
 
 FEATURES = ("involved", "expected_global")
 _TARGETS = {"geographic_extent": GEOGRAPHIC_EXTENT_MAX, "opacity": OPACITY_MAX}
+
+logger = logging.getLogger(__name__)
 
 
 def severity_features(zone_probabilities: np.ndarray) -> np.ndarray:
@@ -51,9 +56,11 @@ class CohenSeverityMapping:
     with :meth:`load` (the bundle ships ``models/cohen_severity.json``).
     """
 
-    def __init__(self, coefficients: Mapping[str, list[float]] | None = None, fitted_on: int = 0) -> None:
+    def __init__(self, coefficients: Mapping[str, list[float]] | None = None, fitted_on: int = 0, fitted_for: str | None = None) -> None:
         self.coefficients = {k: [float(c) for c in v] for k, v in (coefficients or {}).items()}
         self.fitted_on = fitted_on
+        #: fingerprint of the scoring stage whose probabilities it was fitted on (:func:`mapping_beside` checks it)
+        self.fitted_for = fitted_for
 
     def fit(self, zone_probabilities: np.ndarray, geographic_extent: np.ndarray, opacity: np.ndarray) -> CohenSeverityMapping:
         """Ridge fit of both scores on the features of ``zone_probabilities`` (N, 6, 4)."""
@@ -77,6 +84,7 @@ class CohenSeverityMapping:
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "coefficients": self.coefficients, "fitted_on": self.fitted_on,
+                **({"fitted_for": self.fitted_for} if self.fitted_for else {}),
                 "reference": "Cohen et al., Cureus 12(7) e9448 (2020), arXiv:2005.11856"}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -87,7 +95,7 @@ class CohenSeverityMapping:
         data = json.loads(Path(path).read_text())
         if list(data.get("features", [])) != list(FEATURES) or set(data.get("coefficients", {})) != set(_TARGETS):
             raise ValueError(f"{path}: not a Cohen severity mapping of this version (features {FEATURES})")
-        return cls(data["coefficients"], data.get("fitted_on", 0))
+        return cls(data["coefficients"], data.get("fitted_on", 0), data.get("fitted_for"))
 
 
 def cross_validated_mae(
@@ -115,11 +123,19 @@ def cross_validated_mae(
 MAPPING_FILE = "cohen_severity.json"
 
 
-def mapping_beside(weights: str | os.PathLike) -> CohenSeverityMapping | None:
+def mapping_beside(weights: str | os.PathLike, network: torch.nn.Module | None = None) -> CohenSeverityMapping | None:
     """The Cohen severity mapping fitted for the model ``weights``: ``cohen_severity.json`` in its folder.
 
     None when there is no such file (the records then carry null extent and opacity): a mapping
-    fitted for other weights would give wrong numbers, so none is guessed.
+    fitted for other weights would give wrong numbers, so none is guessed. Given the ``network`` loaded
+    from ``weights``, a mapping marked as fitted for another scoring stage (``fitted_for``; weights
+    retrained over the shipped ones, say) is refused with a warning.
     """
     path = Path(weights).with_name(MAPPING_FILE)
-    return CohenSeverityMapping.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    mapping = CohenSeverityMapping.load(path)
+    if fitted_for_another(mapping.fitted_for, network):
+        logger.warning("%s was fitted for another scoring stage than %s's: no extent and opacity", path, weights)
+        return None
+    return mapping

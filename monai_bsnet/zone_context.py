@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from monai_bsnet.networks.weights import stage_fingerprint
+from monai_bsnet.networks.weights import fitted_for_another
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
@@ -175,7 +175,7 @@ def rating_beside(weights: str | os.PathLike, network: torch.nn.Module | None = 
     if not path.is_file():
         return None
     stage = ZoneContextRating.load(path)
-    if stage.fitted_for and network is not None and stage.fitted_for != stage_fingerprint(getattr(network, "bsnet", network), scoring=True):
+    if fitted_for_another(stage.fitted_for, network):
         logger.warning("%s was fitted for another scoring stage than %s's: zones are rated by their medians", path, weights)
         return None
     return stage

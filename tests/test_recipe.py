@@ -15,6 +15,8 @@ from monai.bundle import ConfigParser
 
 from monai_bsnet.cross_validation import compare_predictions, patient_folds, summarise_predictions
 from monai_bsnet.data import brixia_public_datalist, lungseg_datalist
+from monai_bsnet.networks import BSNet, load_weights
+from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae, mapping_beside, severity_features
 from monai_bsnet.training import cpu_has_bfloat16
 from monai_bsnet.transforms import RandLateralFlipd, RandRaterLabeld, swap_zone_sides
@@ -96,6 +98,14 @@ def test_cohen_mapping_round_trips_through_its_file_and_is_found_beside_the_weig
     loaded = mapping_beside(tmp_path / "model.pt")
     assert loaded is not None and loaded.coefficients == mapping.coefficients and loaded.fitted_on == 55
     assert mapping_beside(tmp_path / "elsewhere" / "model.pt") is None
+    # marked as fitted for one network's scoring stage, it is refused for another's
+    network = BSNet()
+    mapping.fitted_for = stage_fingerprint(network, scoring=True)
+    mapping.save(tmp_path / "cohen_severity.json")
+    assert mapping_beside(tmp_path / "model.pt", network).fitted_for == mapping.fitted_for
+    with torch.no_grad():
+        network.scoring.classifiers[0].blocks[0].conv.weight.add_(0.01)
+    assert mapping_beside(tmp_path / "model.pt", network) is None and mapping_beside(tmp_path / "model.pt") is not None
     (tmp_path / "bad.json").write_text(json.dumps({"features": ["x"], "coefficients": {}}))
     with pytest.raises(ValueError, match="bad.json"):
         CohenSeverityMapping.load(tmp_path / "bad.json")
@@ -215,8 +225,6 @@ def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path
 
 
 def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
-    from monai_bsnet.networks import BSNet, load_weights
-
     torch.manual_seed(0)
     first, second = BSNet().state_dict(), BSNet().state_dict()
     second["encoder.bn1.num_batches_tracked"] = torch.tensor(5)
@@ -281,7 +289,10 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
     predictions = json.loads((logs / "cv_head_flip_predictions.json").read_text())
     assert len(predictions) == 10 and np.allclose(np.array(predictions[0]["probabilities"]).sum(-1), 1, atol=1e-3)
     assert json.loads((logs / "final.json").read_text())["variant"] == "head_flip"
-    assert CohenSeverityMapping.load(models / "cohen_severity.json").fitted_on == json.loads((logs / "cohen.json").read_text())["n"]
+    mapping = CohenSeverityMapping.load(models / "cohen_severity.json")
+    assert mapping.fitted_on == json.loads((logs / "cohen.json").read_text())["n"]
+    # marked with the zone classifier of the model.pt it was fitted for (before the export's half precision)
+    assert mapping.fitted_for == stage_fingerprint(load_weights(BSNet(), models / "model.pt"), scoring=True)
     export = json.loads((logs / "export.json").read_text())
     assert export["bytes_half"] < 0.55 * export["bytes_float32"]
     # a second run finds every step done and changes nothing

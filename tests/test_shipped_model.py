@@ -87,21 +87,23 @@ def test_the_zone_context_stage_beside_the_weights_is_the_one_fitted_on_the_logg
 
 
 def test_weights_retrained_beside_the_shipped_stage_are_rated_by_their_medians(tmp_path):
-    """The shipped stage is marked with the shipped zone classifier's fingerprint: another classifier saved as
-    ``model.pt`` beside it (a user's retraining) is rated by its zone medians, with a warning, not by a stage
-    fitted for other probabilities."""
+    """The shipped stage and Cohen mapping are marked with the shipped zone classifier's fingerprint: another
+    classifier saved as ``model.pt`` beside them (a user's retraining) is rated by its zone medians and gets
+    no extent and opacity, with a warning, rather than files fitted for other probabilities."""
     shipped = load_weights(BSNet(), WEIGHTS)
-    assert rating_beside(WEIGHTS).fitted_for == stage_fingerprint(shipped, scoring=True)
+    assert rating_beside(WEIGHTS).fitted_for == mapping_beside(WEIGHTS).fitted_for == stage_fingerprint(shipped, scoring=True)
     with torch.no_grad():
         shipped.scoring.classifiers[0].linear.bias.add_(torch.tensor([0.0, 0.1, 0.0, 0.0]))
     retrained = tmp_path / "models" / "model.pt"
     retrained.parent.mkdir()
     torch.save(shipped.state_dict(), retrained)
-    shutil.copy(WEIGHTS.with_name("zone_context.json"), retrained.with_name("zone_context.json"))
+    for name in ("zone_context.json", "cohen_severity.json"):
+        shutil.copy(WEIGHTS.with_name(name), retrained.with_name(name))
     sample = sorted((BUNDLE / "sample").glob("*.jpg"))[0]
     assert main(["predict", str(sample), "--weights", str(retrained), "--output", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
     record = json.loads((tmp_path / "out" / f"{sample.stem}.json").read_text())
     assert record["model"]["zone_rating"] == "median"
+    assert record["geographic_extent"] is None and record["opacity"] is None  # Cohen's mapping: refused as well
     probabilities = torch.tensor([record["zones"][z]["probabilities"] for z in "ABCDEF"])
     assert [record["zones"][z]["score"] for z in "ABCDEF"] == median_scores(probabilities).tolist()
 

@@ -304,6 +304,16 @@ def best_variant(logs: Path) -> str:
     return min(results, key=lambda v: results[v]["plain"]["zone_mae"])
 
 
+def shipped_classifier_fingerprint(models: Path) -> str:
+    """The fingerprint of ``models/model.pt``'s scoring stage, which the files fitted on its probabilities
+    (Cohen's mapping, the zone context stage) are marked with: weights retrained over ``model.pt`` are then
+    served without them, not with files fitted for other probabilities."""
+    from monai_bsnet.networks import BSNet, load_weights
+    from monai_bsnet.networks.weights import stage_fingerprint
+
+    return stage_fingerprint(load_weights(BSNet(), models / "model.pt"), scoring=True)
+
+
 def step_cohen(args, sched, models: Path) -> dict:
     from monai_bsnet.severity import CohenSeverityMapping, cross_validated_mae
 
@@ -325,6 +335,7 @@ def step_cohen(args, sched, models: Path) -> dict:
     result = {"variant": variant, "fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(cohen),
               "cross_validated": cross_validated_mae(probs, extent, opacity)}
     mapping = CohenSeverityMapping().fit(probs, extent, opacity)
+    mapping.fitted_for = shipped_classifier_fingerprint(models)
     mapping.save(models / "cohen_severity.json")
     result["mapping"] = mapping.to_dict()
     return result
@@ -334,8 +345,6 @@ def step_context(args, sched, models: Path) -> dict:
     """The zone context stage of the pooled head (:mod:`monai_bsnet.zone_context`), fitted on what the
     head gives images it was not fitted on: ``cv:pooled``'s out-of-fold probabilities, as served (with
     mirror TTA). Its nested cross-validation is ``bundle/scripts/zone_context_experiment.py``'s."""
-    from monai_bsnet.networks import BSNet, load_weights
-    from monai_bsnet.networks.weights import stage_fingerprint
     from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating
 
     source = args.logs / f"cv_{POOLED}_predictions.json"
@@ -343,9 +352,7 @@ def step_context(args, sched, models: Path) -> dict:
         raise SystemExit(f"the context step fits on {source}: run cv:{POOLED} first")
     predictions = json.loads(source.read_text())
     stage = ZoneContextRating().fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
-    # marked with the zone classifier it belongs to (final:pooled's): retrained weights saved over
-    # model.pt are then rated by their medians, not by a stage fitted for other probabilities
-    stage.fitted_for = stage_fingerprint(load_weights(BSNet(), models / "model.pt"), scoring=True)
+    stage.fitted_for = shipped_classifier_fingerprint(models)
     stage.save(models / CONTEXT_FILE)
     return {"fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(predictions), "stage": stage.to_dict()}
 

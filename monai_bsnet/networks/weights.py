@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from monai_bsnet.networks.bsnet import BSNet
 
-__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of", "stage_fingerprint"]
+__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of", "stage_fingerprint", "fitted_for_another"]
 
 
 def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -79,3 +79,10 @@ def stage_fingerprint(bsnet: nn.Module, scoring: bool) -> str:
             value = value.detach().cpu()
             digest.update(name.encode() + (value.half() if value.is_floating_point() else value).numpy().tobytes())
     return digest.hexdigest()
+
+
+def fitted_for_another(fitted_for: str | None, network: nn.Module | None) -> bool:
+    """Whether something fitted on a scoring stage's outputs and marked with its :func:`stage_fingerprint`
+    (``fitted_for``) belongs to another scoring stage than ``network``'s (a BS-Net, or a module holding
+    one as ``bsnet``). Unmarked, or without a network to check, it is taken as belonging."""
+    return bool(fitted_for) and network is not None and fitted_for != stage_fingerprint(getattr(network, "bsnet", network), scoring=True)

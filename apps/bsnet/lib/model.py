@@ -130,7 +130,7 @@ class BrixiaModel:
                 zone_context=rating_beside(path, network) if path is not None else None,
                 # Cohen et al.'s extent and opacity, from the mapping fitted for these weights (the shipped
                 # ones have one; a refit has none, its records then hold null, as bsnet predict's would)
-                cohen_mapping=mapping_beside(path) if path is not None else None,
+                cohen_mapping=mapping_beside(path, network) if path is not None else None,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])
             self._cache[device] = (predictor, info)
