@@ -16,7 +16,6 @@ cross-validated error is measured by :func:`cross_validated_mae` and reported in
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,15 +27,13 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from monai_bsnet.data.cohen import GEOGRAPHIC_EXTENT_MAX, OPACITY_MAX
-from monai_bsnet.networks.weights import fitted_for_another
+from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 
 __all__ = ["FEATURES", "MAPPING_FILE", "severity_features", "CohenSeverityMapping", "cross_validated_mae", "mapping_beside"]
 
 FEATURES = ("involved", "expected_global")
 _TARGETS = {"geographic_extent": GEOGRAPHIC_EXTENT_MAX, "opacity": OPACITY_MAX}
-
-logger = logging.getLogger(__name__)
 
 
 def severity_features(zone_probabilities: np.ndarray) -> np.ndarray:
@@ -131,11 +128,4 @@ def mapping_beside(weights: str | os.PathLike, network: torch.nn.Module | None =
     from ``weights``, a mapping marked as fitted for another scoring stage (``fitted_for``; weights
     retrained over the shipped ones, say) is refused with a warning.
     """
-    path = Path(weights).with_name(MAPPING_FILE)
-    if not path.is_file():
-        return None
-    mapping = CohenSeverityMapping.load(path)
-    if fitted_for_another(mapping.fitted_for, network):
-        logger.warning("%s was fitted for another scoring stage than %s's: no extent and opacity", path, weights)
-        return None
-    return mapping
+    return fitted_file_beside(weights, MAPPING_FILE, CohenSeverityMapping.load, network)

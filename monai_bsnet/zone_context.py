@@ -18,7 +18,6 @@ Reference: D. H. Wolpert, "Stacked generalization", Neural Networks 5(2), 1992.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -32,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from monai_bsnet.networks.weights import fitted_for_another
+from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
@@ -40,8 +39,6 @@ __all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRat
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
-
-logger = logging.getLogger(__name__)
 
 #: Probabilities are clipped here before their logarithm (a score the first stage never gives has 0).
 _FLOOR = 1e-6
@@ -171,14 +168,7 @@ def rating_beside(weights: str | os.PathLike, network: torch.nn.Module | None = 
     probabilities would misread them, so none is guessed. Given the ``network`` loaded from ``weights``,
     a stage marked as fitted for another scoring stage (``fitted_for``) is refused with a warning, say
     one left beside weights that a later training replaced."""
-    path = Path(weights).with_name(CONTEXT_FILE)
-    if not path.is_file():
-        return None
-    stage = ZoneContextRating.load(path)
-    if fitted_for_another(stage.fitted_for, network):
-        logger.warning("%s was fitted for another scoring stage than %s's: zones are rated by their medians", path, weights)
-        return None
-    return stage
+    return fitted_file_beside(weights, CONTEXT_FILE, ZoneContextRating.load, network)
 
 
 def served_ratings(probabilities: np.ndarray, stage: ZoneContextRating | None) -> np.ndarray:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from finetune_pooled_head import fine_tune
@@ -118,24 +119,37 @@ def main(argv=None) -> int:
                 log["zone_mae"] = {m: round(METRICS["zone_mae"](out[m][test_rows], labels[test_rows]), 4) for m in methods}
                 folds.append(log)
                 print(log, flush=True)
+    per_fold = ("site_images", "refit_C") if "refit_towards" in methods else ("site_images",)
+    summary = site_summary(raters, args.site_sizes, folds, predictions, methods, per_fold)
+    write_site_result(args.out, {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "methods": methods,
+                                 "summary": summary, "folds": folds, "seconds": round(time.perf_counter() - start, 1)}, methods)
+    return 0
+
+
+def site_summary(
+    raters: dict[str, np.ndarray], site_sizes: list[int], folds: list[dict], predictions: dict, methods: list[str], per_fold: tuple[str, ...] = ("site_images",)
+) -> dict[str, dict]:
+    """Per (rater, site size): each method's zone and global MAE over every held-out image (``predictions[rater,
+    size, method]``: (N, 6, 4) probabilities or (N, 6) ratings), its zone MAE per fold and the folds' ``per_fold`` log entries."""
     summary = {}
     for rater, labels in raters.items():
-        for n in args.site_sizes:
+        for n in site_sizes:
             runs = [f for f in folds if f["rater"] == rater and f["site_size"] == n]
             summary[f"{rater}, {f'{n} site images' if n else 'the whole site half'}"] = {
-                "site_images_per_fold": [f["site_images"] for f in runs],
-                **({"refit_C_per_fold": [f["refit_C"] for f in runs]} if "refit_towards" in methods else {}),
+                **{f"{key}_per_fold": [f[key] for f in runs] for key in per_fold},
                 **{m: {"zone_mae": round(METRICS["zone_mae"](predictions[rater, n, m], labels), 4),
                        "global_mae": round(METRICS["global_mae"](predictions[rater, n, m], labels), 3),
                        "zone_mae_per_fold": [f["zone_mae"][m] for f in runs]} for m in methods},
             }
-    result = {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "methods": methods, "summary": summary, "folds": folds,
-              "seconds": round(time.perf_counter() - start, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    for key, rows in summary.items():
+    return summary
+
+
+def write_site_result(out: Path, result: dict, methods: list[str]) -> None:
+    """Write an experiment's result as JSON and print each row's zone and global MAE per method."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    for key, rows in result["summary"].items():
         print(key, {m: (v["zone_mae"], v["global_mae"]) for m, v in rows.items() if m in methods}, flush=True)
-    return 0
 
 
 if __name__ == "__main__":

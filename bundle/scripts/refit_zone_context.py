@@ -21,12 +21,11 @@ fold on two cores.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 from pooled_experiments import experiment_parser, pooled_public_images
-from refit_pooled_head import SHIPPED_C, halves
+from refit_pooled_head import SHIPPED_C, halves, site_summary, write_site_result
 
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.metrics import METRICS
@@ -72,22 +71,9 @@ def main(argv=None) -> int:
                        "zone_mae": {m: round(METRICS["zone_mae"](out[m], labels[test_rows]), 4) for m in RATINGS}}
                 folds.append(log)
                 print(log, flush=True)
-    summary = {}
-    for rater, labels in raters.items():
-        for n in args.site_sizes:
-            runs = [f for f in folds if f["rater"] == rater and f["site_size"] == n]
-            summary[f"{rater}, {f'{n} site images' if n else 'the whole site half'}"] = {
-                "site_images_per_fold": [f["site_images"] for f in runs],
-                **{m: {"zone_mae": round(METRICS["zone_mae"](ratings[rater, n, m], labels), 4),
-                       "global_mae": round(METRICS["global_mae"](ratings[rater, n, m], labels), 3),
-                       "zone_mae_per_fold": [f["zone_mae"][m] for f in runs]} for m in RATINGS},
-            }
-    result = {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "ratings": list(RATINGS), "refit_C": SHIPPED_C,
-              "summary": summary, "folds": folds, "seconds": round(time.perf_counter() - start, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    for key, rows in summary.items():
-        print(key, {m: (v["zone_mae"], v["global_mae"]) for m, v in rows.items() if m in RATINGS}, flush=True)
+    summary = site_summary(raters, args.site_sizes, folds, ratings, list(RATINGS))
+    write_site_result(args.out, {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "ratings": list(RATINGS),
+                                 "refit_C": SHIPPED_C, "summary": summary, "folds": folds, "seconds": round(time.perf_counter() - start, 1)}, list(RATINGS))
     return 0
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
 from monai_bsnet.networks.bsnet import BSNet
 
-__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of", "stage_fingerprint", "fitted_for_another"]
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_weights", "state_dict_from_checkpoint", "zone_classifier_of", "stage_fingerprint", "fitted_file_beside"]
 
 
 def state_dict_from_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -81,8 +87,21 @@ def stage_fingerprint(bsnet: nn.Module, scoring: bool) -> str:
     return digest.hexdigest()
 
 
-def fitted_for_another(fitted_for: str | None, network: nn.Module | None) -> bool:
-    """Whether something fitted on a scoring stage's outputs and marked with its :func:`stage_fingerprint`
-    (``fitted_for``) belongs to another scoring stage than ``network``'s (a BS-Net, or a module holding
-    one as ``bsnet``). Unmarked, or without a network to check, it is taken as belonging."""
-    return bool(fitted_for) and network is not None and fitted_for != stage_fingerprint(getattr(network, "bsnet", network), scoring=True)
+def fitted_file_beside(weights: str | os.PathLike, name: str, load: Callable[[Path], T], network: nn.Module | None = None) -> T | None:
+    """The file ``name`` in the folder of ``weights``, read by ``load``, that was fitted on those weights'
+    zone probabilities (the zone context stage, Cohen's mapping), or None where there is none.
+
+    What ``load`` returns may be marked with the :func:`stage_fingerprint` of the scoring stage it was
+    fitted for (``fitted_for``): given the ``network`` loaded from ``weights`` (a BS-Net, or a module
+    holding one as ``bsnet``), a file fitted for another scoring stage is refused with a warning, say one
+    left beside weights that a later training replaced. Unmarked, or without a network, it is taken as fitted for them.
+    """
+    path = Path(weights).with_name(name)
+    if not path.is_file():
+        return None
+    fitted = load(path)
+    mark = getattr(fitted, "fitted_for", None)
+    if mark and network is not None and mark != stage_fingerprint(getattr(network, "bsnet", network), scoring=True):
+        logger.warning("%s was fitted for another scoring stage than %s's: not used", path, weights)
+        return None
+    return fitted
