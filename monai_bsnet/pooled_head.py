@@ -39,6 +39,7 @@ from monai_bsnet.metrics import METRICS
 from monai_bsnet.networks.bsnet import BSNet
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, ZoneScoringHead
 from monai_bsnet.networks.weights import stage_fingerprint
+from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.transforms import mirror_average, swap_zone_sides
 from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
@@ -370,11 +371,13 @@ def cross_validate_pooled_head(
 
 
 def fit_final_pooled_head(
-    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c_grid: Sequence[float] = C_GRID, samples_path: str | os.PathLike | None = None
+    datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, c_grid: Sequence[float] = C_GRID, samples_path: str | os.PathLike | None = None,
+    cohen: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit the pooled linear head on all of ``datalist`` (its L2 strength chosen by a patient-grouped
     cross-validation of the same images) and put it into ``cache.bsnet``; returns the fit's log. With
-    ``samples_path``, what it was fitted on is kept there (:func:`save_fit_samples`), for refits."""
+    ``samples_path``, what it was fitted on is kept there (:func:`save_fit_samples`, with the images'
+    Cohen et al. scores ``cohen`` if given), for refits."""
     items = list(datalist)
     cache.build(items)
     features = pooled_zone_features(cache, items)
@@ -384,7 +387,7 @@ def fit_final_pooled_head(
     head.share_classifier(regression_to_classifier(regression))
     cache.bsnet.scoring = head
     if samples_path is not None:
-        save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet), groups)
+        save_fit_samples(samples_path, features, scores, log["chosen_C"], frozen_stages_fingerprint(cache.bsnet), groups, cohen)
     return log
 
 
@@ -401,32 +404,38 @@ def fit_samples_path(weights: str | os.PathLike) -> Path:
 
 
 def save_fit_samples(
-    path: str | os.PathLike, features: np.ndarray, scores: np.ndarray, c: float, fingerprint: str, groups: Sequence[str] | None = None
+    path: str | os.PathLike, features: np.ndarray, scores: np.ndarray, c: float, fingerprint: str, groups: Sequence[str] | None = None,
+    cohen: np.ndarray | None = None,
 ) -> None:
     """Keep what a pooled head was fitted on, so that it can be fitted again with more images: the
     pooled zone vectors of every cached copy (half precision, about 17 MB for the 138 public images),
-    the zone scores, the inverse L2 strength, the :func:`frozen_stages_fingerprint` and the images'
-    patient groups, which a refit's inner splits keep apart (written atomically)."""
+    the zone scores, the inverse L2 strength, the :func:`frozen_stages_fingerprint`, the images'
+    patient groups, which a refit's inner splits keep apart, and their Cohen et al. scores ((N, 2),
+    :func:`~monai_bsnet.data.cohen_scores_of`, NaN where an image has none), which a refit fits Cohen's
+    mapping again on (written atomically)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial.npz")
     extra = {} if groups is None else {"groups": np.asarray(groups, dtype=str)}
+    if cohen is not None:
+        extra["cohen"] = np.asarray(cohen, dtype=np.float64)
     np.savez_compressed(partial, features=features.astype(np.float16), scores=np.asarray(scores, dtype=np.int8), c=c, fingerprint=fingerprint, **extra)
     os.replace(partial, path)
 
 
 def load_fit_samples(path: str | os.PathLike) -> dict[str, Any]:
-    """What :func:`save_fit_samples` kept: ``features`` (float32), ``scores``, ``c``, ``fingerprint`` and
-    ``groups`` (a group of its own per image where the file has none)."""
+    """What :func:`save_fit_samples` kept: ``features`` (float32), ``scores``, ``c``, ``fingerprint``,
+    ``groups`` (a group of its own per image where the file has none) and ``cohen`` (all NaN where it has none)."""
     with np.load(path) as kept:
         n = len(kept["scores"])
         groups = kept["groups"].astype(str) if "groups" in kept.files else np.array([f"__fit{i}" for i in range(n)])
+        cohen = kept["cohen"].astype(np.float64) if "cohen" in kept.files else np.full((n, 2), np.nan)
         return {"features": kept["features"].astype(np.float32), "scores": kept["scores"].astype(np.int64), "c": float(kept["c"]),
-                "fingerprint": str(kept["fingerprint"]), "groups": groups}
+                "fingerprint": str(kept["fingerprint"]), "groups": groups, "cohen": cohen}
 
 
 def refit_final_pooled_head(
     datalist: Sequence[Mapping[str, Any]], cache: FrozenStageCache, fit_samples: Mapping[str, Any], c: float | None = None,
-    context_path: str | os.PathLike | None = None,
+    context_path: str | os.PathLike | None = None, cohen_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fit ``cache.bsnet``'s pooled linear zone classifier again, on the images it was fitted on
     (``fit_samples``, :func:`load_fit_samples`) and ``datalist``'s together, with their inverse L2
@@ -440,7 +449,10 @@ def refit_final_pooled_head(
     there (:class:`~monai_bsnet.zone_context.ZoneContextRating`, marked with the classifier's
     fingerprint): on out-of-fold TTA probabilities of the same images at the same ``c`` (four
     patient-grouped inner splits), each image with its own scores (``bundle/docs/experiments.md``,
-    "The zone context stage after a refit").
+    "The zone context stage after a refit"). With ``cohen_path``, Cohen et al.'s mapping is fitted again
+    on the same probabilities of the fit samples that have Cohen scores (the site's images have none) and
+    saved there, marked the same way (experiments, "Cohen et al.'s scores after a refit"); not when the
+    fit samples hold no Cohen scores.
     """
     if cache.bsnet.scoring.zone_classifier != "pooled_linear":
         raise ValueError(f"a refit needs the pooled linear zone classifier, this network has the {cache.bsnet.scoring.zone_classifier!r} head")
@@ -462,11 +474,21 @@ def refit_final_pooled_head(
     cache.bsnet.scoring.share_classifier(regression_to_classifier(regression))
     log: dict[str, Any] = {"n_train": len(items), "n_fit_samples_images": len(fit_samples["features"]), "C": c,
                            "fit_seconds": round(time.perf_counter() - start, 1)}
+    cohen_scored = ~np.isnan(fit_samples["cohen"][:, 0]) if cohen_path is not None else np.zeros(0, dtype=bool)
+    if context_path is None and not cohen_scored.any():
+        return log
+    # the stages beside the weights are fitted on what the refitted classifier says of images it was not fitted on
+    start = time.perf_counter()
+    _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, range(len(features)), c)
+    fitted_for = stage_fingerprint(cache.bsnet, scoring=True)
     if context_path is not None:
-        start = time.perf_counter()
-        _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, range(len(features)), c)
         stage = ZoneContextRating().fit(inner_tta, scores)
-        stage.fitted_for = stage_fingerprint(cache.bsnet, scoring=True)
+        stage.fitted_for = fitted_for
         stage.save(context_path)
         log["zone_context"] = {"fitted_on": len(features), "seconds": round(time.perf_counter() - start, 1)}
+    if cohen_scored.any():
+        cohen = fit_samples["cohen"][cohen_scored]
+        mapping = CohenSeverityMapping(fitted_for=fitted_for).fit(inner_tta[: len(cohen_scored)][cohen_scored], cohen[:, 0], cohen[:, 1])
+        mapping.save(cohen_path)
+        log["cohen"] = {"fitted_on": mapping.fitted_on}
     return log

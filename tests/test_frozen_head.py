@@ -249,7 +249,7 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
 
 def test_the_app_retraining_experiments_rate_and_choose_without_the_held_out_images(tmp_path, shared_data, untrained_bsnet):
     """``refit_zone_context.py``: the three ratings of a refitted head share its global score, so only
-    their zone MAE differs; ``active_learning.py``: the images the entropy strategy chose to label are
+    their zone MAE differs, and Cohen's scores are rated three ways; ``active_learning.py``: the images the entropy strategy chose to label are
     training images of their fold, never held-out ones, and each budget is scored."""
     items = brixia_public_datalist(shared_data / "brixia-public")[:24]
     FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE).build(items)
@@ -262,6 +262,11 @@ def test_the_app_retraining_experiments_rate_and_choose_without_the_held_out_ima
     for rows in result["summary"].values():
         assert len({rows[m]["global_mae"] for m in ("median", "keep", "refit")}) == 1
         assert all(0 <= rows[m]["zone_mae"] <= 3 and len(rows[m]["zone_mae_per_fold"]) == 2 for m in ("median", "keep", "refit"))
+    # Cohen's scores of the held-out Cohen-scored images: the floor is the same in every row, the mappings' within range
+    cohen = result["cohen"]
+    assert cohen["n_images"] > 0 and set(cohen["summary"]) == set(result["summary"])
+    assert len({(row["constant"]["geographic_extent_mae"], row["constant"]["opacity_mae"]) for row in cohen["summary"].values()}) == 1
+    assert all(0 <= row[m]["geographic_extent_mae"] <= 8 and 0 <= row[m]["opacity_mae"] <= 6 for row in cohen["summary"].values() for m in ("keep", "refit"))
 
     subprocess.run([sys.executable, str(script / "active_learning.py"), *common, "--out", str(tmp_path / "active.json"), "--budgets", "2", "4",
                     "--batch", "2", "--random-orders", "2"], check=True, capture_output=True, timeout=600)

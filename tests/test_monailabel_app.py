@@ -44,6 +44,7 @@ from monai_bsnet.label_maps import (
 )
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.weights import stage_fingerprint
+from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zone_context import ZoneContextRating
 from monai_bsnet.zones import ZONE_NAMES, scores_to_string
 
@@ -417,15 +418,22 @@ def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(
     assert stats["zone_context"]["fitted_on"] == 142
     stage = ZoneContextRating.load(published.with_name("zone_context.json"))
     assert stage.fitted_for == stage_fingerprint(load_weights(BSNet(), published), scoring=True)
+    # and Cohen et al.'s mapping, on the same probabilities of the 55 public images with Cohen scores
+    mapping = CohenSeverityMapping.load(published.with_name("cohen_severity.json"))
+    assert stats["cohen"]["fitted_on"] == mapping.fitted_on == 55 and mapping.fitted_for == stage.fitted_for
+    assert mapping.coefficients != CohenSeverityMapping.load(shipped.with_name("cohen_severity.json")).coefficients
     after = {image_id: client.infer("bsnet", image_id, {})[1] for image_id in labelled}
     for image_id in labelled:
         assert after[image_id]["model"]["weights"] == str(published)
         assert after[image_id]["global_expected"] > before[image_id][1]["global_expected"] + 0.5, image_id
         # the shipped weights are served with their zone context stage, the refit with its own
         assert (before[image_id][1]["model"]["zone_rating"], after[image_id]["model"]["zone_rating"]) == ("zone context", "zone context")
-        # Cohen et al.'s scores come from the mapping fitted for the shipped weights; none was fitted for the refit
+        # Cohen et al.'s scores come from the mapping fitted for the weights served: the shipped one, then the refit's
         assert 0 <= before[image_id][1]["geographic_extent"] <= 8 and 0 <= before[image_id][1]["opacity"] <= 6
-        assert after[image_id]["geographic_extent"] is None and after[image_id]["opacity"] is None
+        probabilities = np.array([[after[image_id]["zones"][z]["probabilities"] for z in "ABCDEF"]])
+        expected = mapping.predict(probabilities)
+        assert after[image_id]["geographic_extent"] == pytest.approx(float(expected["geographic_extent"][0]), abs=0.01)  # records round to 0.01
+        assert after[image_id]["opacity"] == pytest.approx(float(expected["opacity"][0]), abs=0.01)
         zones = after[image_id]["zones"]
         assert sum(zones[z]["score"] for z in "ABCDEF") == after[image_id]["global_score"]
     # only the zone classifier changed: the lungs and the zones are where they were

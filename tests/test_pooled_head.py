@@ -14,11 +14,13 @@ import torch
 from sklearn.datasets import make_classification
 
 from monai_bsnet.cross_validation import predict_zone_probabilities, summarise_predictions
+from monai_bsnet.data import brixia_public_datalist, cohen_scores_of
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.networks.scoring import LinearZoneClassifier
 from monai_bsnet.networks.weights import stage_fingerprint
+from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zone_context import ZoneContextRating, rating_beside
 from monai_bsnet.pooled_head import (
     PooledFeatureCache,
@@ -165,6 +167,9 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     assert shipped.scoring.zone_classifier == "pooled_linear"
     kept = load_fit_samples(models / "model_fit_samples.npz")  # what the app's refit joins its images to
     assert kept["features"].shape[:3] == (8, 4, 6) and kept["fingerprint"] == frozen_stages_fingerprint(shipped)
+    root = shared_data / "brixia-public"  # and their Cohen scores, which it fits Cohen's mapping again on
+    np.testing.assert_array_equal(kept["cohen"], cohen_scores_of(brixia_public_datalist(root)[:8], root / "cohen-severity.csv", root / "images"))
+    assert 0 < np.isfinite(kept["cohen"][:, 0]).sum() < 8
     evaluation = json.loads((tmp_path / "logs" / "evaluate_final.json").read_text())
     assert evaluation["all"]["n_images"] == 8 and "inner_validation" not in evaluation
     # the zone context stage beside the weights, fitted on the cross-validation's out-of-fold probabilities
@@ -250,15 +255,18 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     with pytest.raises(ValueError, match="needs the pooled linear zone classifier"):
         refit_final_pooled_head(scored_samples, cache, {})
     samples_path = tmp_path / "model_fit_samples.npz"
-    fit_final_pooled_head(scored_samples[:4], cache, c_grid=(0.1,), samples_path=samples_path)
+    cohen = np.array([[6.0, 4.0], [np.nan, np.nan], [1.5, 1.0], [3.0, 2.5]])  # Cohen scores of three of the four images
+    fit_final_pooled_head(scored_samples[:4], cache, c_grid=(0.1,), samples_path=samples_path, cohen=cohen)
     kept = load_fit_samples(samples_path)
     assert kept["features"].shape == (4, 4, 6, 1920) and kept["c"] == 0.1
     assert kept["fingerprint"] == frozen_stages_fingerprint(untrained_bsnet)
     assert list(kept["groups"]) == [item["patient_id"] for item in scored_samples[:4]]  # kept apart by a refit's inner splits
+    np.testing.assert_array_equal(kept["cohen"], cohen)  # a refit fits Cohen's mapping again on them
     assert not list(tmp_path.glob("*.partial*"))  # written atomically
 
     log = refit_final_pooled_head(scored_samples[4:], cache, kept)
     assert log["n_train"] == 2 and log["n_fit_samples_images"] == 4 and log["C"] == 0.1
+    assert "zone_context" not in log and "cohen" not in log  # no path, nothing else fitted
     features = pooled_zone_features(cache, scored_samples)
     scores = np.array([item["label"] for item in scored_samples])
     together = np.concatenate([kept["features"], features[4:]])  # the kept four (half precision) and the two new
@@ -270,7 +278,7 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     # with a path, the zone context stage is fitted again for the refitted classifier: on out-of-fold TTA
     # probabilities of the same images at the same C, the kept images' patients and the new ones' kept apart
     kept["groups"] = np.array(["a", "a", "b", "b"])  # two patients with two images each
-    log = refit_final_pooled_head(scored_samples[4:], cache, kept, context_path=tmp_path / "zone_context.json")
+    log = refit_final_pooled_head(scored_samples[4:], cache, kept, context_path=tmp_path / "zone_context.json", cohen_path=tmp_path / "cohen.json")
     stage = ZoneContextRating.load(tmp_path / "zone_context.json")
     assert log["zone_context"]["fitted_on"] == stage.fitted_on == 6
     assert stage.fitted_for == stage_fingerprint(untrained_bsnet, scoring=True)
@@ -279,6 +287,16 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     expected_stage = ZoneContextRating().fit(inner_tta, scores)
     probe = np.random.default_rng(0).dirichlet(np.ones(4), size=(5, 6))
     np.testing.assert_allclose(stage.probabilities(probe), expected_stage.probabilities(probe), atol=1e-6)
+    # Cohen's mapping, fitted again on the same probabilities of the kept images that have Cohen scores
+    mapping = CohenSeverityMapping.load(tmp_path / "cohen.json")
+    assert log["cohen"]["fitted_on"] == mapping.fitted_on == 3 and mapping.fitted_for == stage.fitted_for
+    expected_mapping = CohenSeverityMapping().fit(inner_tta[[0, 2, 3]], cohen[[0, 2, 3], 0], cohen[[0, 2, 3], 1])
+    for name, values in expected_mapping.predict(probe).items():
+        np.testing.assert_allclose(mapping.predict(probe)[name], values, atol=1e-6)
+    # fit samples saved without Cohen scores (before 0.3.2): no mapping, nothing written
+    (tmp_path / "cohen.json").unlink()
+    log = refit_final_pooled_head(scored_samples[4:], cache, {**kept, "cohen": np.full((4, 2), np.nan)}, cohen_path=tmp_path / "cohen.json")
+    assert "cohen" not in log and not (tmp_path / "cohen.json").exists()
     _, per_image = inner_out_of_fold_probabilities(together, scores, np.arange(6), range(6), 0.1)
     assert not np.allclose(ZoneContextRating().fit(per_image, scores).probabilities(probe), stage.probabilities(probe), atol=1e-3)
 
@@ -291,8 +309,6 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
 def test_the_draw_noise_experiment_repeats_cv_pooled_on_disjoint_pairs_of_draws(tmp_path, shared_data):
     """``draw_noise.py``: its first pair of draws is ``cv:pooled``'s own (the same seeded draws as a
     2-draw cache, the same folds and C search), the second pair other draws of the same images."""
-    from monai_bsnet.data import brixia_public_datalist
-
     out, weights = tmp_path / "out", REPO / "bundle" / "models" / "model.pt"
     command = [sys.executable, str(REPO / "bundle" / "scripts" / "draw_noise.py"), "--data", str(shared_data), "--cache", str(tmp_path / "draws"),
                "--out", str(out), "--limit", "16", "--image-size", str(SIZE), "--draws", "4", "--folds", "2"]

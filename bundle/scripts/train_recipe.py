@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, cross_validate, run_bundle_stage, train_scoring
-from monai_bsnet.data import brixia_public_datalist, cohen_severity_datalist, lungseg_datalist
+from monai_bsnet.data import brixia_public_datalist, cohen_scores_of, cohen_severity_datalist, lungseg_datalist
 from monai_bsnet.training import cpu_has_bfloat16
 from monai_bsnet.zones import median_scores
 
@@ -278,8 +278,11 @@ def step_final(args, sched, models: Path, variant: str) -> dict:
         from monai_bsnet.pooled_head import fit_final_pooled_head, fit_samples_path
 
         cache = frozen_stage_cache(args, sched, models, pooled=True)
-        # what it is fitted on is kept beside it: the MONAI Label app refits it with a site's labels
-        log = fit_final_pooled_head(brixia(args), cache, samples_path=fit_samples_path(models / "model.pt"))
+        # what it is fitted on is kept beside it: the MONAI Label app refits it with a site's labels, and
+        # Cohen et al.'s mapping with it on the images that have Cohen scores
+        items, root = brixia(args), args.data / "brixia-public"
+        log = fit_final_pooled_head(items, cache, samples_path=fit_samples_path(models / "model.pt"),
+                                    cohen=cohen_scores_of(items, root / "cohen-severity.csv", root / "images"))
         torch.save(cache.bsnet.state_dict(), models / "model.pt")
         return {"variant": variant, "recipe": {"zone_classifier": "pooled_linear"}, "training": log}
     recipe = recipe_for(variant, sched)

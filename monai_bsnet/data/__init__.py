@@ -10,11 +10,12 @@ line and the entry; readers that can leave out entries with missing files take `
 - :func:`brixia_full_datalist`, :func:`brixia_full_splits`: the full BrixIA COVID-19 dataset and its
   patient-grouped train/val split with the consensus set as test.
 - :func:`lungseg_datalist`, :func:`image_mask_pairs`: lung-mask folders.
-- :func:`cohen_severity_datalist`: Cohen et al.'s geographic extent and opacity scores.
+- :func:`cohen_severity_datalist`: Cohen et al.'s geographic extent and opacity scores;
+  :func:`cohen_scores_of`: those of a datalist's images.
 """
 
 from monai_bsnet.data.brixia import RATERS, brixia_full_datalist, brixia_full_splits, brixia_public_datalist
-from monai_bsnet.data.cohen import cohen_severity_datalist
+from monai_bsnet.data.cohen import cohen_scores_of, cohen_severity_datalist
 from monai_bsnet.data.lung_masks import IMAGE_SUFFIXES, image_mask_pairs, lungseg_datalist
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "brixia_full_datalist",
     "brixia_full_splits",
     "brixia_public_datalist",
+    "cohen_scores_of",
     "cohen_severity_datalist",
     "image_mask_pairs",
     "lungseg_datalist",

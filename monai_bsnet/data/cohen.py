@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from monai_bsnet.data._common import MISSING_POLICIES, absolute, apply_missing_policy, check_choice, check_unique, csv_line, read_table
 from monai_bsnet.errors import CXRInputError
 
-__all__ = ["GEOGRAPHIC_EXTENT_MAX", "OPACITY_MAX", "cohen_severity_datalist"]
+__all__ = ["COHEN_SCORES", "GEOGRAPHIC_EXTENT_MAX", "OPACITY_MAX", "cohen_severity_datalist", "cohen_scores_of"]
 
 GEOGRAPHIC_EXTENT_MAX = 8.0
 OPACITY_MAX = 6.0
+#: The two scores, in the order of :func:`cohen_scores_of`'s columns (the result records' field names).
+COHEN_SCORES = ("geographic_extent", "opacity")
 
 
 def cohen_severity_datalist(
@@ -75,6 +80,15 @@ def cohen_severity_datalist(
             }
         )
     return apply_missing_policy(items, ["image"], missing, csv_path)
+
+
+def cohen_scores_of(items: Sequence[Mapping[str, Any]], csv_path: str | os.PathLike, images_dir: str | os.PathLike) -> np.ndarray:
+    """(N, 2) extent and opacity (:data:`COHEN_SCORES`) of ``items``, by their ``filename``, from the Cohen
+    severity CSV of the images in ``images_dir``; NaN for images it does not score (in the public BrixIA
+    subset, 55 of the 138 images have them)."""
+    rows = cohen_severity_datalist(csv_path, images_dir, missing="skip")
+    scored = {row["filename"]: [row[s] for s in COHEN_SCORES] for row in rows}
+    return np.array([scored.get(item["filename"], [math.nan, math.nan]) for item in items], dtype=np.float64).reshape(len(items), 2)
 
 
 def _score(text: str, maximum: float, column: str, csv_path: Path, where: str) -> float:

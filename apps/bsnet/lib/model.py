@@ -129,7 +129,7 @@ class BrixiaModel:
                 model_name="BS-Net (monai-bsnet, MONAI Label app)", model_version=version,
                 zone_context=rating_beside(path, network) if path is not None else None,
                 # Cohen et al.'s extent and opacity, from the mapping fitted for these weights (the shipped
-                # ones have one; a refit has none, its records then hold null, as bsnet predict's would)
+                # ones have one, a refit its own; otherwise the records hold null, as bsnet predict's would)
                 cohen_mapping=mapping_beside(path, network) if path is not None else None,
             )
             logger.info("BS-Net for %s: %s", device, info["weights"])

@@ -16,9 +16,10 @@ keeps its old vectors until that folder is deleted). Every refit starts again fr
 datastore's labels, so retrainings do not drift. Minutes on a CPU, most of it the frozen stages on
 the new images. On the public images, in a simulated site, this gave a lower zone MAE than the fine-tuning and than
 no retraining at every site size tried (``bundle/docs/experiments.md``, "Retraining on a site's labels").
-The zone context stage is fitted again for the refitted classifier (on out-of-fold probabilities of the
-same images) and published beside the weights before them, marked with the classifier's fingerprint
-(experiments, "The zone context stage after a refit").
+The zone context stage and Cohen et al.'s mapping are fitted again for the refitted classifier (on
+out-of-fold probabilities of the same images; the mapping on the 55 public images with Cohen scores) and
+published beside the weights before them, marked with the classifier's fingerprint (experiments, "The
+zone context stage after a refit", "Cohen et al.'s scores after a refit").
 
 ``fine_tune``: the bundle's scoring stage (``bundle/configs/train.json``), run by MONAI Label's ``BasicTrainTask``
 on the datastore's labelled images: encoder, lung segmentation and alignment stay frozen (so the zone
@@ -64,6 +65,7 @@ from monai_bsnet.metrics import BrixiaScoreHandler
 from monai_bsnet.networks import ZoneScorer
 from monai_bsnet.networks.weights import state_dict_from_checkpoint, zone_classifier_of
 from monai_bsnet.pooled_head import PooledFeatureCache, fit_samples_path, load_fit_samples, refit_final_pooled_head
+from monai_bsnet.severity import MAPPING_FILE
 from monai_bsnet.zone_context import CONTEXT_FILE
 from monai_bsnet.training import train_val_split, trainable_parameters
 from monai_bsnet.transforms import LoadCXRd, RandLateralFlipd, cxr_preprocessingd
@@ -223,13 +225,16 @@ class BrixiaScoringTrain(BasicTrainTask):
         logger.info("pooled features: %d new, %d kept from earlier refits", new, len(usable) - new)
         c = request.get("refit_c")
         output_dir.mkdir(parents=True, exist_ok=True)
-        stage = output_dir / CONTEXT_FILE
-        log = refit_final_pooled_head(usable, cache, load_fit_samples(samples), c=None if c in (None, "") else float(c), context_path=stage)
-        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s; zone context stage in %.1f s", log["n_train"],
-                    log["n_fit_samples_images"], log["C"], log["fit_seconds"], log["zone_context"]["seconds"])
+        stage, cohen = output_dir / CONTEXT_FILE, output_dir / MAPPING_FILE
+        log = refit_final_pooled_head(usable, cache, load_fit_samples(samples), c=None if c in (None, "") else float(c), context_path=stage, cohen_path=cohen)
+        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s; zone context stage in %.1f s; Cohen's mapping on %d images",
+                    log["n_train"], log["n_fit_samples_images"], log["C"], log["fit_seconds"], log["zone_context"]["seconds"],
+                    log.get("cohen", {}).get("fitted_on", 0))
         torch.save(bsnet.state_dict(), output_dir / "model.pt")
-        # the stage first: until the new weights replace the old, it is refused as fitted for another classifier
-        _atomic_copy(str(stage), str(Path(self._publish_path).with_name(CONTEXT_FILE)))
+        # the fitted files first: until the new weights replace the old, they are refused as fitted for another classifier
+        for fitted in (stage, cohen):
+            if fitted.is_file():
+                _atomic_copy(str(fitted), str(Path(self._publish_path).with_name(fitted.name)))
         _atomic_copy(str(output_dir / "model.pt"), self._publish_path)
         logger.info("new BS-Net published: %s -> %s", output_dir / "model.pt", self._publish_path)
         stats = {"method": "refit", "start_ts": int(start), "total_time": f"{time.time() - start:.1f} s", **log,
