@@ -88,8 +88,48 @@ def test_cohen_mapping_recovers_a_linear_relation_and_clips_to_the_ranges():
     severe[..., 3] = 1
     far = CohenSeverityMapping({"geographic_extent": [0, 5, 5], "opacity": [0, 5, 5]}).predict(severe)
     assert far["geographic_extent"][0] == 8 and far["opacity"][0] == 6  # clipped to Cohen et al.'s maxima
-    scores = cross_validated_mae(probs, extent, opacity)
+    scores = cross_validated_mae(probs, extent, opacity, groups=np.arange(80) // 2)
     assert scores["geographic_extent_mae"] < scores["geographic_extent_mae_constant"]
+
+
+def test_cohen_cross_validation_keeps_each_patients_images_on_one_side(monkeypatch):
+    """Images of one patient have near-identical scores: a fold that splits them would learn the answer."""
+    rng = np.random.default_rng(2)
+    probs, groups = rng.dirichlet(np.ones(4), size=(40, 6)), np.repeat(np.arange(20), 2)
+    folds, fit = [], CohenSeverityMapping.fit
+
+    def recording_fit(self, p, extent, opacity):
+        folds.append({i for i in range(40) if any(np.array_equal(probs[i], q) for q in p)})
+        return fit(self, p, extent, opacity)
+
+    monkeypatch.setattr(CohenSeverityMapping, "fit", recording_fit)
+    cross_validated_mae(probs, rng.uniform(0, 8, 40), rng.uniform(0, 6, 40), groups=groups)
+    assert [len(rows) for rows in folds] == [32] * 5
+    for rows in folds:  # a fold's training images are whole patients
+        assert rows == {i for i in range(40) if groups[i] in set(groups[list(rows)])}
+
+
+def test_the_lung_max_input_is_the_expected_worst_zone_of_each_lung_summed():
+    certain = np.zeros((1, 6, 4))
+    certain[0, range(6), [1, 3, 0, 0, 2, 1]] = 1  # right lung (A-C) 1, 3, 0; left lung (D-F) 0, 2, 1
+    np.testing.assert_allclose(severity_features(certain, ("lung_max",)), [[3 + 2]])
+    # zones independent: a lung whose two zones are each 0 or 2 at even odds has its worst zone 2 with probability 3/4
+    p = np.zeros((1, 6, 4))
+    p[0, :, 0] = 1
+    p[0, [0, 1], 0], p[0, [0, 1], 2] = 0.5, 0.5
+    np.testing.assert_allclose(severity_features(p, ("lung_max",)), [[1.5]])
+
+
+def test_a_cohen_mapping_with_other_inputs_round_trips_through_its_file(tmp_path):
+    probs = np.random.default_rng(3).dirichlet(np.ones(4), size=(12, 6))
+    features = ("involved", "expected_global", "lung_max")
+    mapping = CohenSeverityMapping(features=features).fit(probs, np.linspace(0, 8, 12), np.linspace(0, 6, 12))
+    assert len(mapping.coefficients["opacity"]) == 4
+    loaded = CohenSeverityMapping.load(mapping.save(tmp_path / "cohen_severity.json"))
+    assert loaded.features == features
+    np.testing.assert_allclose(loaded.predict(probs)["opacity"], mapping.predict(probs)["opacity"])
+    with pytest.raises(ValueError, match="unknown inputs"):
+        CohenSeverityMapping(features=("involved", "whatever"))
 
 
 def test_cohen_mapping_round_trips_through_its_file_and_is_found_beside_the_weights(tmp_path):
