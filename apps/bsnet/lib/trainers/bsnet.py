@@ -183,7 +183,7 @@ class BrixiaScoringTrain(BasicTrainTask):
         if self.threads:
             torch.set_num_threads(self.threads)
         name = str(request.get("name", self._config.get("name", "train_01")))
-        for stale in ("model.pt", "train_model.pt"):  # a previous run's best must not be published again
+        for stale in ("model.pt", "train_model.pt", CONTEXT_FILE, MAPPING_FILE):  # nothing of a previous run may be published again
             path = Path(self._model_dir) / name / stale
             if path.exists():
                 path.unlink()
