@@ -1,9 +1,10 @@
 """Results as DICOM for the PACS: lung and zones as a Segmentation, the scores as a Structured Report.
 
 Both reference the scored image (its SOP instance) and are made with highdicom, which follows the
-standard's templates: the report is a TID 1500 Measurement Report with one measurement per zone and
-the global score. No standard codes exist for Brixia zones, so they use the private coding scheme
-``99BSNET`` (private schemes start with "99").
+standard's templates: the report is a TID 1500 Measurement Report with one measurement per zone, the
+global score and, where the record has them, Cohen et al.'s geographic extent and opacity. No standard
+codes exist for these scores, so they use the private coding scheme ``99BSNET`` (private schemes start
+with "99").
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ _MANUFACTURER = "monai-bsnet"
 
 def _zone_concept(zone: str) -> CodedConcept:
     return CodedConcept(f"BRIXIA-{zone}", BRIXIA_SCHEME, f"Brixia score, zone {zone}")
+
+
+#: Cohen et al.'s scores of a record (``monai_bsnet.severity``), estimated from the zone probabilities.
+_COHEN_CONCEPTS = {
+    "geographic_extent": CodedConcept("COHEN-EXTENT", BRIXIA_SCHEME, "Geographic extent (Cohen et al.), 0-8"),
+    "opacity": CodedConcept("COHEN-OPACITY", BRIXIA_SCHEME, "Opacity (Cohen et al.), 0-6"),
+}
 
 
 def _pixel_measures(source: pydicom.Dataset) -> hd.PixelMeasuresSequence | None:
@@ -118,7 +126,8 @@ def brixia_segmentation(source: pydicom.Dataset, lung: np.ndarray, zone_index: n
 
 
 def brixia_report(source: pydicom.Dataset, record: Mapping[str, Any], version: str) -> hd.sr.Comprehensive3DSR:
-    """A TID 1500 Measurement Report of ``source`` with the six zone scores and the global score."""
+    """A TID 1500 Measurement Report of ``source`` with the six zone scores, the global score and Cohen et
+    al.'s extent and opacity where ``record`` has them (null without a mapping fitted for the weights)."""
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -138,6 +147,10 @@ def brixia_report(source: pydicom.Dataset, record: Mapping[str, Any], version: s
             referenced_images=[image],
         )
     )
+    measurements += [
+        hd.sr.Measurement(name=concept, value=record[key], unit=_SCORE_UNIT, referenced_images=[image])
+        for key, concept in _COHEN_CONCEPTS.items() if record.get(key) is not None
+    ]
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Brixia score"),
         measurements=measurements,

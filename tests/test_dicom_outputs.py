@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from monai_bsnet.dicom_writers import brixia_report
 from monai_bsnet.inference import BrixiaPredictor
 from monai_bsnet.networks import BSNet
+from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zones import ZONE_NAMES
 
 
@@ -21,7 +23,8 @@ def scored(dicom_zoo, sample_images, tmp_path_factory):
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("dicom_outputs")
     inputs = [dicom_zoo["dx_mono1_16bit"], dicom_zoo["cr_mono2_12bit_rle"], sample_images[0]]
-    records = BrixiaPredictor(BSNet(), dicom_outputs=True).run(inputs, out, progress=False)
+    cohen = CohenSeverityMapping({"geographic_extent": [0.5, 0.6, 0.1], "opacity": [0.2, 0.3, 0.1]})  # Cohen's scores in every record
+    records = BrixiaPredictor(BSNet(), dicom_outputs=True, cohen_mapping=cohen).run(inputs, out, progress=False)
     return {r["input"]: r for r in records}
 
 
@@ -69,6 +72,10 @@ def test_report_holds_the_scores_and_references_the_image(scored, dicom_zoo, kin
     values = numeric_items(sr)
     assert {z: values[f"BRIXIA-{z}"] for z in ZONE_NAMES} == {z: record["zones"][z]["score"] for z in ZONE_NAMES}
     assert values["BRIXIA-GLOBAL"] == record["global_score"]
+    assert (values["COHEN-EXTENT"], values["COHEN-OPACITY"]) == (record["geographic_extent"], record["opacity"])
+    # without a mapping (null in the record) the report leaves them out rather than writing a number
+    without = brixia_report(source, {**record, "geographic_extent": None, "opacity": None}, "test")
+    assert not {"COHEN-EXTENT", "COHEN-OPACITY"} & set(numeric_items(without))
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert sr.PatientID == source.PatientID and sr.StudyInstanceUID == source.StudyInstanceUID
