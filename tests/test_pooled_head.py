@@ -18,7 +18,7 @@ from monai_bsnet.data import brixia_public_datalist, cohen_scores_of
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
 from monai_bsnet.networks.scoring import ZoneScoringHead
-from monai_bsnet.networks.scoring import LinearZoneClassifier
+from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling
 from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zone_context import ZoneContextRating, rating_beside
@@ -31,6 +31,7 @@ from monai_bsnet.pooled_head import (
     fit_final_pooled_head,
     fit_zone_regression,
     pooled_zone_features,
+    pooled_zone_vectors,
     frozen_stages_fingerprint,
     inner_out_of_fold_probabilities,
     load_fit_samples,
@@ -335,3 +336,23 @@ def test_the_draw_noise_experiment_repeats_cv_pooled_on_disjoint_pairs_of_draws(
     # not to the last digit: the copies run in batches of 10 and of 6 (other float rounding), which the L-BFGS
     # fits, stopping at their tolerance, carry into the probabilities (seen: 6e-4 at most)
     np.testing.assert_allclose([row["probabilities"] for row in first], [row["probabilities"] for row in expected], atol=1e-3)
+
+
+def test_the_two_pass_cache_reads_the_lungs_at_one_side_and_the_features_at_another(untrained_bsnet, tmp_path):
+    """``TwoPassPooledCache`` (the 640 px experiment): at one side it is the pooled cache; at two sides its
+    vectors are those of the larger copy's encoder features pooled with the smaller copy's lung map."""
+    sys.path.insert(0, str(REPO / "bundle" / "scripts"))
+    from pooled_experiments import TwoPassPooledCache
+
+    images = torch.rand(2, 1, 128, 128)
+    one_side = TwoPassPooledCache(untrained_bsnet, tmp_path / "a", n_draws=0, image_size=128, lung_size=128)
+    with torch.inference_mode():
+        one_pass = pooled_zone_vectors(untrained_bsnet, images)
+        np.testing.assert_allclose(one_side.record(images)["pooled"], one_pass, atol=1e-5)
+        two_sides = TwoPassPooledCache(untrained_bsnet, tmp_path / "b", n_draws=0, image_size=128, lung_size=64).record(images)["pooled"]
+        small = torch.nn.functional.interpolate(images, size=(64, 64), mode="area")
+        _, _, theta, aligned_lung = untrained_bsnet.scoring_inputs(small)
+        crops = untrained_bsnet.scoring.zone_crops(untrained_bsnet.encoder(images)[1:], theta, aligned_lung)
+        expected = ZonePooling()(crops).view(2, 6, -1)
+    np.testing.assert_allclose(two_sides, expected, atol=1e-5)
+    assert not np.allclose(two_sides, one_pass, atol=1e-3)  # not the one-pass vectors

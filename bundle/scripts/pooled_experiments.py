@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import PooledFeatureCache, pooled_zone_features, scores_and_groups
+from monai_bsnet.pooled_head import PooledFeatureCache, _pool, pooled_zone_features, scores_and_groups
 
 #: The shipped weights, whose frozen stages the seeded caches pool by default.
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "model.pt"
@@ -45,8 +47,27 @@ def seeded_cache_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="of the draws (0: cv:pooled's own)")
     parser.add_argument("--limit", type=int, default=None, help="the first N images only (tests)")
     parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--lung-image-size", type=int, default=None,
+                        help="compute the lung map and theta at this side and only the pooled encoder features at --image-size "
+                             "(TwoPassPooledCache; default: everything at --image-size)")
     parser.add_argument("--folds", type=int, default=5)
     return parser
+
+
+class TwoPassPooledCache(PooledFeatureCache):
+    """A pooled cache whose lung map and alignment come from the copy shrunk to ``lung_size`` (area
+    interpolation), and whose pooled zone vectors come from the encoder's features of the copy at the
+    cache's own side: the served lung mask stays that of the side the segmentation was trained at, while the
+    scores read finer features (``bundle/docs/experiments.md``, "the network's input at 640 px")."""
+
+    def __init__(self, *args: Any, lung_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lung_size = lung_size
+
+    def record(self, images: torch.Tensor) -> dict[str, Any]:  # under build's inference mode
+        small = F.interpolate(images, size=(self.lung_size, self.lung_size), mode="area")
+        _, _, theta, aligned_lung = self.bsnet.scoring_inputs(small)
+        return {"pooled": _pool(self.bsnet.scoring, self.bsnet.encoder(images)[1:], theta, aligned_lung)}
 
 
 def seeded_pooled_cache(args: argparse.Namespace, n_draws: int) -> tuple[list[dict[str, Any]], PooledFeatureCache]:
@@ -54,7 +75,12 @@ def seeded_pooled_cache(args: argparse.Namespace, n_draws: int) -> tuple[list[di
     ``n_draws`` draws of seed ``--seed``, built (resumable; the weights' SHA-256 stamps the folder)."""
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
-    cache = PooledFeatureCache(load_weights(BSNet(), args.weights), args.cache, n_draws, args.image_size, seed=args.seed, weights_id=weights_id)
+    network = load_weights(BSNet(), args.weights)
+    lung_size = getattr(args, "lung_image_size", None)
+    if lung_size and lung_size != args.image_size:  # the folder's stamp says the vectors were computed in two passes
+        cache = TwoPassPooledCache(network, args.cache, n_draws, args.image_size, seed=args.seed, weights_id=f"{weights_id}+lung{lung_size}", lung_size=lung_size)
+    else:
+        cache = PooledFeatureCache(network, args.cache, n_draws, args.image_size, seed=args.seed, weights_id=weights_id)
     cache.build(items)
     return items, cache
 
