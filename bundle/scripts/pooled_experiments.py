@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from monai_bsnet.data import brixia_public_datalist
 from monai_bsnet.frozen_head import FrozenStageCache
 from monai_bsnet.networks import BSNet, load_weights
-from monai_bsnet.pooled_head import PooledFeatureCache, _pool, pooled_zone_features, scores_and_groups
+from monai_bsnet.networks.scoring import ZonePooling
+from monai_bsnet.pooled_head import PooledFeatureCache, pooled_zone_features, scores_and_groups
+from monai_bsnet.zones import NUM_ZONES
 
 #: The shipped weights, whose frozen stages the seeded caches pool by default.
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "model.pt"
@@ -67,7 +69,8 @@ class TwoPassPooledCache(PooledFeatureCache):
     def record(self, images: torch.Tensor) -> dict[str, Any]:  # under build's inference mode
         small = F.interpolate(images, size=(self.lung_size, self.lung_size), mode="area")
         _, _, theta, aligned_lung = self.bsnet.scoring_inputs(small)
-        return {"pooled": _pool(self.bsnet.scoring, self.bsnet.encoder(images)[1:], theta, aligned_lung)}
+        crops = self.bsnet.scoring.zone_crops(self.bsnet.encoder(images)[1:], theta, aligned_lung)
+        return {"pooled": ZonePooling()(crops).view(images.shape[0], NUM_ZONES, -1).cpu()}
 
 
 def seeded_pooled_cache(args: argparse.Namespace, n_draws: int) -> tuple[list[dict[str, Any]], PooledFeatureCache]:
