@@ -474,8 +474,9 @@ def refit_final_pooled_head(
     cache.bsnet.scoring.share_classifier(regression_to_classifier(regression))
     log: dict[str, Any] = {"n_train": len(items), "n_fit_samples_images": len(fit_samples["features"]), "C": c,
                            "fit_seconds": round(time.perf_counter() - start, 1)}
-    cohen_scored = ~np.isnan(fit_samples["cohen"][:, 0]) if cohen_path is not None else np.zeros(0, dtype=bool)
-    if context_path is None and not cohen_scored.any():
+    # the fit samples with Cohen scores (the first rows of ``features``; the site's images have none)
+    cohen_rows = np.flatnonzero(~np.isnan(fit_samples["cohen"][:, 0])) if cohen_path is not None else np.array([], dtype=int)
+    if context_path is None and not len(cohen_rows):
         return log
     # the stages beside the weights are fitted on what the refitted classifier says of images it was not fitted on
     start = time.perf_counter()
@@ -486,9 +487,9 @@ def refit_final_pooled_head(
         stage.fitted_for = fitted_for
         stage.save(context_path)
         log["zone_context"] = {"fitted_on": len(features), "seconds": round(time.perf_counter() - start, 1)}
-    if cohen_scored.any():
-        cohen = fit_samples["cohen"][cohen_scored]
-        mapping = CohenSeverityMapping(fitted_for=fitted_for).fit(inner_tta[: len(cohen_scored)][cohen_scored], cohen[:, 0], cohen[:, 1])
+    if len(cohen_rows):
+        cohen = fit_samples["cohen"][cohen_rows]
+        mapping = CohenSeverityMapping(fitted_for=fitted_for).fit(inner_tta[cohen_rows], cohen[:, 0], cohen[:, 1])
         mapping.save(cohen_path)
         log["cohen"] = {"fitted_on": mapping.fitted_on}
     return log

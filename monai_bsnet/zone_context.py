@@ -35,7 +35,7 @@ from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside", "served_ratings", "ServedZoneRatingd"]
+__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
@@ -176,6 +176,12 @@ def served_ratings(probabilities: np.ndarray, stage: ZoneContextRating | None) -
     serves them: ``stage``'s ratings (:meth:`ZoneContextRating.ratings`), or each zone's median without one."""
     p = np.asarray(probabilities, dtype=np.float64).reshape(-1, NUM_ZONES, NUM_SCORES)
     return median_scores(p) if stage is None else stage.ratings(p)
+
+
+def serving(mirror_tta: bool, stage: ZoneContextRating | None) -> dict[str, str | None]:
+    """How the zone ratings are made, as the result records' ``model`` and an evaluation's ``metrics.json``
+    say it: ``test_time_augmentation`` ("mirror" or None) and ``zone_rating`` ("zone context" or "median")."""
+    return {"test_time_augmentation": "mirror" if mirror_tta else None, "zone_rating": "median" if stage is None else "zone context"}
 
 
 class ServedZoneRatingd(MapTransform):

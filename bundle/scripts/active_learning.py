@@ -19,13 +19,12 @@ The cache is a 2-draw pooled cache (``zone_context_experiment.py``'s, 6 copies).
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 import torch
 from pooled_experiments import experiment_parser, pooled_public_images
-from refit_pooled_head import SHIPPED_C, halves
+from refit_pooled_head import SHIPPED_C, halves, site_key, write_site_result
 
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.inference.single_image import zone_entropy
@@ -86,15 +85,12 @@ def main(argv=None) -> int:
     summary = {}
     for rater, labels in raters.items():
         for b in budgets:
-            summary[f"{rater}, {b} site images"] = {
+            summary[site_key(rater, b)] = {
                 s: {m: round(float(np.mean([METRICS[m](p, labels) for p in runs[rater, b, s]])), 4) for m in ("zone_mae", "global_mae")}
                 for s in STRATEGIES}
-    result = {"n_images": len(items), "copies": features.shape[1], "budgets": budgets, "batch": args.batch, "random_orders": args.random_orders,
-              "refit_C": SHIPPED_C, "summary": summary, "folds": folds, "seconds": round(time.perf_counter() - start, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    for key, row in summary.items():
-        print(key, row, flush=True)
+    write_site_result(args.out, {"n_images": len(items), "copies": features.shape[1], "budgets": budgets, "batch": args.batch,
+                                 "random_orders": args.random_orders, "refit_C": SHIPPED_C, "summary": summary, "folds": folds,
+                                 "seconds": round(time.perf_counter() - start, 1)}, list(STRATEGIES))
     return 0
 
 

@@ -79,7 +79,7 @@ def seeded_pooled_cache(args: argparse.Namespace, n_draws: int) -> tuple[list[di
     items = brixia_public_datalist(args.data / "brixia-public")[: args.limit]
     weights_id = hashlib.sha256(args.weights.read_bytes()).hexdigest()
     network = load_weights(BSNet(), args.weights)
-    lung_size = getattr(args, "lung_image_size", None)
+    lung_size = args.lung_image_size
     if lung_size and lung_size != args.image_size:  # the folder's stamp says the vectors were computed in two passes
         cache = TwoPassPooledCache(network, args.cache, n_draws, args.image_size, seed=args.seed, weights_id=f"{weights_id}+lung{lung_size}", lung_size=lung_size)
     else:

@@ -126,6 +126,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def site_key(rater: str, site_size: int) -> str:
+    """The summary row of a simulated site: its rater and how many images it labelled (0: the whole site half)."""
+    return f"{rater}, {f'{site_size} site images' if site_size else 'the whole site half'}"
+
+
 def site_summary(
     raters: dict[str, np.ndarray], site_sizes: list[int], folds: list[dict], predictions: dict, methods: list[str], per_fold: tuple[str, ...] = ("site_images",)
 ) -> dict[str, dict]:
@@ -135,7 +140,7 @@ def site_summary(
     for rater, labels in raters.items():
         for n in site_sizes:
             runs = [f for f in folds if f["rater"] == rater and f["site_size"] == n]
-            summary[f"{rater}, {f'{n} site images' if n else 'the whole site half'}"] = {
+            summary[site_key(rater, n)] = {
                 **{f"{key}_per_fold": [f[key] for f in runs] for key in per_fold},
                 **{m: {"zone_mae": round(METRICS["zone_mae"](predictions[rater, n, m], labels), 4),
                        "global_mae": round(METRICS["global_mae"](predictions[rater, n, m], labels), 3),

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 from pooled_experiments import experiment_parser, pooled_public_images
-from refit_pooled_head import SHIPPED_C, halves, site_summary, write_site_result
+from refit_pooled_head import SHIPPED_C, halves, site_key, site_summary, write_site_result
 
 from monai_bsnet.cross_validation import patient_fold_indices
 from monai_bsnet.data import cohen_scores_of
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
                 print(log, flush=True)
     summary = site_summary(raters, args.site_sizes, folds, ratings, list(RATINGS))
     cohen_summary = {
-        key: {m: {f"{s}_mae": round(float(np.abs(cohen_predicted[r, n, m][has_cohen, j] - cohen[has_cohen, j]).mean()), 4) for j, s in enumerate(COHEN_SCORES)}
-              for m in COHEN}
-        for key, (r, n) in zip(summary, [(r, n) for r in raters for n in args.site_sizes])
+        site_key(r, n): {m: {f"{s}_mae": round(float(np.abs(cohen_predicted[r, n, m][has_cohen, j] - cohen[has_cohen, j]).mean()), 4)
+                             for j, s in enumerate(COHEN_SCORES)} for m in COHEN}
+        for r in raters for n in args.site_sizes
     }
     write_site_result(args.out, {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "ratings": list(RATINGS),
                                  "refit_C": SHIPPED_C, "summary": summary, "folds": folds,

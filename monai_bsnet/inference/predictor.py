@@ -26,7 +26,7 @@ from monai_bsnet.inference.inputs import CXRInput, find_inputs
 from monai_bsnet.inference.zone_map import zone_index_map, zone_label_map
 from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing, mirror_average, to_original_geometry
 from monai_bsnet.writers import render_overlay, write_image_outputs, write_results_csv
-from monai_bsnet.zone_context import ZoneContextRating, served_ratings
+from monai_bsnet.zone_context import ZoneContextRating, served_ratings, serving
 from monai_bsnet.zones import ZONE_LEVEL, ZONE_LUNG, ZONE_NAMES
 
 __all__ = ["BrixiaPredictor", "QUALITY_FLAGS"]
@@ -189,8 +189,7 @@ class BrixiaPredictor:
         return {
             "input": str(item.path),
             "status": "ok",
-            "model": {"name": self.model_name, "version": self.model_version, "test_time_augmentation": "mirror" if self.mirror_tta else None,
-                      "zone_rating": "median" if self.zone_context is None else "zone context"},
+            "model": {"name": self.model_name, "version": self.model_version, **serving(self.mirror_tta, self.zone_context)},
             "zones": zones,
             "global_score": int(sum(scores)),
             "global_expected": round(float(sum(expected)), 4),
