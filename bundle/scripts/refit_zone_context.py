@@ -20,7 +20,9 @@ refitted head's probabilities, three ways (the log's ``cohen``):
 - ``keep``: the mapping fitted on the prior's inner out-of-fold TTA probabilities of the public half's
   Cohen-scored images, kept;
 - ``refit``: the mapping fitted again on the refit's inner out-of-fold TTA probabilities (those of the
-  ``refit`` stage above) of the same images: the app's site images have no Cohen scores.
+  ``refit`` stage above) of the same images (the app until stop 28: site images had no Cohen scores);
+- ``site``: the same probabilities, fitted on the public half's Cohen-scored images and the labelled site
+  images that have Cohen scores (a site that records them, rating like Cohen et al.'s raters).
 
     python bundle/scripts/refit_zone_context.py --data ../shared/data --cache WORK/cache_seed0 \\
         --out bundle/logs/refit_experiment/zone_context_seed0.json
@@ -49,7 +51,7 @@ from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zone_context import ZoneContextRating, ratings_with_sum
 
 RATINGS = ("median", "keep", "refit")
-COHEN = ("constant", "keep", "refit")
+COHEN = ("constant", "keep", "refit", "site")
 
 
 def cohen_ratings(mappings: dict[str, CohenSeverityMapping], floor: np.ndarray, test_probabilities: np.ndarray) -> dict[str, np.ndarray]:
@@ -102,10 +104,13 @@ def main(argv=None) -> int:
                 out = {"median": median_scores(test_tta), **{m: ratings_with_sum(s.probabilities(test_tta), totals) for m, s in stages.items()}}
                 for m in RATINGS:
                     ratings[rater, n, m][test_rows] = out[m]
-                mappings = {"keep": kept_mapping, "refit": fit_mapping(refit_tta[: len(public)][public_cohen], cohen[public][public_cohen])}
+                refit_cohen = has_cohen[refit_images]  # the public half's first, then the labelled site images'
+                mappings = {"keep": kept_mapping, "refit": fit_mapping(refit_tta[: len(public)][public_cohen], cohen[public][public_cohen]),
+                            "site": fit_mapping(refit_tta[refit_cohen], cohen[refit_images][refit_cohen])}
                 for m, v in cohen_ratings(mappings, floor, test_tta[test_cohen]).items():
                     cohen_predicted[rater, n, m][np.asarray(test_rows)[test_cohen]] = v
                 log = {"fold": k, "rater": rater, "site_size": n, "site_images": len(labelled), "public_images": len(public), "prior_C": c_prior,
+                       "site_cohen_images": int(has_cohen[labelled].sum()),
                        "zone_mae": {m: round(METRICS["zone_mae"](out[m], labels[test_rows]), 4) for m in RATINGS}}
                 folds.append(log)
                 print(log, flush=True)
@@ -113,6 +118,7 @@ def main(argv=None) -> int:
     cohen_summary = {
         site_key(r, n): {m: {f"{s}_mae": round(float(np.abs(cohen_predicted[r, n, m][has_cohen, j] - cohen[has_cohen, j]).mean()), 4)
                              for j, s in enumerate(COHEN_SCORES)} for m in COHEN}
+        | {"site_cohen_images": sum(f["site_cohen_images"] for f in folds if f["rater"] == r and f["site_size"] == n)}
         for r in raters for n in args.site_sizes
     }
     write_site_result(args.out, {"n_images": len(items), "copies": features.shape[1], "site_sizes": args.site_sizes, "ratings": list(RATINGS),
