@@ -249,7 +249,7 @@ def test_the_retraining_and_learning_curve_experiments_run_on_a_small_cache(tmp_
 
 def test_the_app_retraining_experiments_rate_and_choose_without_the_held_out_images(tmp_path, shared_data, untrained_bsnet):
     """``refit_zone_context.py``: the three ratings of a refitted head share its global score, so only
-    their zone MAE differs, and Cohen's scores are rated three ways; ``active_learning.py``: the images the entropy strategy chose to label are
+    their zone MAE differs, and Cohen's scores are rated four ways; ``active_learning.py``: the images the entropy strategy chose to label are
     training images of their fold, never held-out ones, and each budget is scored."""
     items = brixia_public_datalist(shared_data / "brixia-public")[:24]
     FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE).build(items)
@@ -266,7 +266,10 @@ def test_the_app_retraining_experiments_rate_and_choose_without_the_held_out_ima
     cohen = result["cohen"]
     assert cohen["n_images"] > 0 and set(cohen["summary"]) == set(result["summary"])
     assert len({(row["constant"]["geographic_extent_mae"], row["constant"]["opacity_mae"]) for row in cohen["summary"].values()}) == 1
-    assert all(0 <= row[m]["geographic_extent_mae"] <= 8 and 0 <= row[m]["opacity_mae"] <= 6 for row in cohen["summary"].values() for m in ("keep", "refit"))
+    assert all(0 <= row[m]["geographic_extent_mae"] <= 8 and 0 <= row[m]["opacity_mae"] <= 6 for row in cohen["summary"].values() for m in ("keep", "refit", "site"))
+    # the site's Cohen-scored images: more of them as the site grows (the "site" way fits on them too)
+    for rater in ("senior", "junior"):
+        assert cohen["summary"][f"{rater}, 4 site images"]["site_cohen_images"] <= cohen["summary"][f"{rater}, the whole site half"]["site_cohen_images"]
 
     subprocess.run([sys.executable, str(script / "active_learning.py"), *common, "--out", str(tmp_path / "active.json"), "--budgets", "2", "4",
                     "--batch", "2", "--random-orders", "2"], check=True, capture_output=True, timeout=600)
