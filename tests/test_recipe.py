@@ -344,3 +344,22 @@ def test_the_whole_recipe_runs_and_resumes_on_tiny_data(shared_data, tmp_path):
 def test_the_recipe_trains_in_float32_when_told_to(shared_data, tmp_path):
     subprocess.run(recipe_command(shared_data, tmp_path, "--limit", "6", "--no-bfloat16", "segmentation"), check=True, capture_output=True, timeout=300)
     assert json.loads((tmp_path / "logs" / "segmentation.json").read_text())["bfloat16"] is False
+
+
+def test_the_lung_threshold_script_chooses_on_validation_images_and_reports_the_test_images(shared_data, tmp_path):
+    """``lung_threshold.py``: the threshold with the best cleaned Dice on stage a's validation images
+    (ties: the one nearest 0.5), and every threshold's Dice on the test images, 0.5 always among them."""
+    out = tmp_path / "threshold.json"
+    subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "lung_threshold.py"), "--data", str(shared_data), "--out", str(out),
+                    "--limit", "3", "--image-size", "128", "--thresholds", "0.3", "0.7"], check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["cleaned"]) == {"0.30", "0.50", "0.70"}
+    validation = {float(t): v["validation"]["dice_mean"] for t, v in result["cleaned"].items()}
+    best = max(validation.values())
+    assert result["chosen_on_validation"] == min((t for t, m in validation.items() if m == best), key=lambda t: abs(t - 0.5))
+    for row in result["cleaned"].values():
+        assert row["validation"]["n"] == row["test"]["n"] == 3 and 0 <= row["test"]["dice_min"] <= row["test"]["dice_mean"] <= 1
+    chosen = result["cleaned"][f"{result['chosen_on_validation']:.2f}"]["test"]
+    assert result["test_difference_from_0.5"]["dice_mean"] == pytest.approx(chosen["dice_mean"] - result["cleaned"]["0.50"]["test"]["dice_mean"])
+    # a higher threshold keeps fewer pixels, so the Dice moves with it: the thresholds are really applied
+    assert len({row["test"]["dice_mean"] for row in result["cleaned"].values()}) == 3

@@ -98,22 +98,29 @@ def step_segmentation(args, sched, models: Path) -> dict:
 
 
 @torch.inference_mode()
-def segmentation_test_dice(args, ckpt: Path, image_size: int) -> dict:
-    """Lung Dice of ``ckpt`` on lungseg's test split (network resolution, threshold 0.5): of the
-    network's map, and of the cleaned map the outputs are made from (two largest regions, holes filled)."""
+def lung_maps(args, ckpt: Path, image_size: int, items: list[dict]):
+    """``ckpt``'s lung probability map (1, 1, h, w) of each of ``items`` (lungseg image/mask pairs) at the
+    network's resolution, with the item's mask resized to it: pairs, one at a time."""
     from monai.transforms import Resize
 
-    from monai_bsnet.metrics import lung_dice
     from monai_bsnet.networks import BSNet, load_weights
-    from monai_bsnet.transforms import LoadCXR, clean_lung_probability, cxr_preprocessing
+    from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
 
     network = load_weights(BSNet(), ckpt).to(args.device).eval()
     load, preprocess, resize = LoadCXR(), cxr_preprocessing(image_size), Resize((image_size, image_size), mode="nearest")
-    dice, cleaned = [], []
-    for item in lungseg_datalist(args.data / "lungseg", split="test")[: args.limit]:
+    for item in items:
         image = preprocess(load(item["image"])).as_tensor()[None].to(args.device)
-        mask = resize(load(item["mask"])).as_tensor()[None]
-        lung = torch.sigmoid(network.outputs(image).lung_logits.float()).cpu()
+        yield torch.sigmoid(network.outputs(image).lung_logits.float()).cpu(), resize(load(item["mask"])).as_tensor()[None]
+
+
+def segmentation_test_dice(args, ckpt: Path, image_size: int) -> dict:
+    """Lung Dice of ``ckpt`` on lungseg's test split (network resolution, threshold 0.5): of the
+    network's map, and of the cleaned map the outputs are made from (two largest regions, holes filled)."""
+    from monai_bsnet.metrics import lung_dice
+    from monai_bsnet.transforms import clean_lung_probability
+
+    dice, cleaned = [], []
+    for lung, mask in lung_maps(args, ckpt, image_size, lungseg_datalist(args.data / "lungseg", split="test")[: args.limit]):
         dice.append(float(lung_dice(lung, mask)[0]))
         cleaned.append(float(lung_dice(clean_lung_probability(lung[0])[None], mask)[0]))
     return {"n": len(dice), **_dice_summary(dice), "cleaned": _dice_summary(cleaned)}
