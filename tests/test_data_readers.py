@@ -466,3 +466,43 @@ def test_cohen_missing_image_and_patient_lookup(tmp_path):
     assert [(d["filename"], d["patient_id"]) for d in items] == [("a.png", "")]  # no images.csv beside it
     meta = write_csv(tmp_path / "meta.csv", ["filename", "patientid"], [["a.png", "p7"]])
     assert cohen_severity_datalist(csv_path, tmp_path / "images", missing="skip", images_csv=meta)[0]["patient_id"] == "p7"
+
+
+def test_the_packed_copy_for_a_gpu_machine_reads_as_the_original(shared_data, tmp_path):
+    """``pack_training_data.py``: the readers take the packed folders unchanged, masks and tables are
+    copied as they are, and each image is the network's 512 x 512 picture up to JPEG noise."""
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from PIL import Image
+
+    from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
+
+    source = tmp_path / "source"
+    for folder, table, key in (("lungseg", "manifest.csv", "id"), ("brixia-public", "annotations.csv", "filename")):
+        shutil.copytree(shared_data / folder, source / folder, ignore=shutil.ignore_patterns("images", "masks"))
+        rows = read_rows(source / folder / table)[:3]  # three images of each folder
+        write_csv(source / folder / table, list(rows[0]), [list(r.values()) for r in rows])
+        for row in rows:
+            for sub in ("images", "masks") if folder == "lungseg" else ("images",):
+                name = f"{row[key]}.png" if folder == "lungseg" else row[key]
+                (source / folder / sub).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shared_data / folder / sub / name, source / folder / sub / name)
+    packed = tmp_path / "packed"
+    script = Path(__file__).resolve().parents[1] / "bundle" / "scripts" / "pack_training_data.py"
+    subprocess.run([sys.executable, str(script), str(source), str(packed)], check=True, capture_output=True, timeout=300)
+
+    originals, copies = lungseg_datalist(source / "lungseg"), lungseg_datalist(packed / "lungseg")
+    assert [d["id"] for d in copies] == [d["id"] for d in originals] and len(copies) == 3
+    public, public_copies = brixia_public_datalist(source / "brixia-public"), brixia_public_datalist(packed / "brixia-public")
+    assert [d["label"] for d in public_copies] == [d["label"] for d in public] and len(public_copies) == 3
+    assert all(Path(c["mask"]).read_bytes() == Path(o["mask"]).read_bytes() for o, c in zip(originals, copies))
+    preprocess, load = cxr_preprocessing(512), LoadCXR()
+    for original, copy in [(o["image"], c["image"]) for o, c in zip(originals, copies)] + [(o["image"], c["image"]) for o, c in zip(public, public_copies)]:
+        with Image.open(copy) as picture:
+            assert picture.format == "JPEG" and picture.size == (512, 512)
+        difference = (preprocess(load(copy)).as_tensor() - preprocess(load(original)).as_tensor()).abs()
+        assert float(difference.mean()) < 0.02, (original, float(difference.mean()))
+        assert float(torch.quantile(difference.flatten(), 0.99)) < 0.1
