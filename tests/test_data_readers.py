@@ -470,15 +470,18 @@ def test_cohen_missing_image_and_patient_lookup(tmp_path):
 
 def test_the_packed_copy_for_a_gpu_machine_reads_as_the_original(shared_data, tmp_path):
     """``pack_training_data.py``: the readers take the packed folders unchanged, masks and tables are
-    copied as they are, and each image is the network's 512 x 512 picture up to JPEG noise."""
+    copied as they are, and each image is the original's 512 x 512 area-resized picture up to 8-bit
+    rounding and JPEG noise. (What the histogram equalisation then makes of that noise is measured by
+    ``benchmarks/reencoding.py``: for a few images it moves the whole grey mapping.)"""
     import shutil
     import subprocess
     import sys
 
     import torch
+    from monai.transforms import Resize
     from PIL import Image
 
-    from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
+    from monai_bsnet.transforms import LoadCXR
 
     source = tmp_path / "source"
     for folder, table, key in (("lungseg", "manifest.csv", "id"), ("brixia-public", "annotations.csv", "filename")):
@@ -499,10 +502,10 @@ def test_the_packed_copy_for_a_gpu_machine_reads_as_the_original(shared_data, tm
     public, public_copies = brixia_public_datalist(source / "brixia-public"), brixia_public_datalist(packed / "brixia-public")
     assert [d["label"] for d in public_copies] == [d["label"] for d in public] and len(public_copies) == 3
     assert all(Path(c["mask"]).read_bytes() == Path(o["mask"]).read_bytes() for o, c in zip(originals, copies))
-    preprocess, load = cxr_preprocessing(512), LoadCXR()
+    resize, load = Resize((512, 512), mode="area"), LoadCXR()
     for original, copy in [(o["image"], c["image"]) for o, c in zip(originals, copies)] + [(o["image"], c["image"]) for o, c in zip(public, public_copies)]:
         with Image.open(copy) as picture:
             assert picture.format == "JPEG" and picture.size == (512, 512)
-        difference = (preprocess(load(copy)).as_tensor() - preprocess(load(original)).as_tensor()).abs()
-        assert float(difference.mean()) < 0.02, (original, float(difference.mean()))
-        assert float(torch.quantile(difference.flatten(), 0.99)) < 0.1
+        difference = (load(copy).as_tensor() - resize(load(original)).as_tensor()).abs()
+        assert float(difference.mean()) < 0.005, (original, float(difference.mean()))  # a little over one 8-bit level
+        assert float(torch.quantile(difference.flatten(), 0.99)) < 0.02
