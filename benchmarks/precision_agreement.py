@@ -13,13 +13,13 @@ would only average two such passes. Writes JSON (default ``benchmarks/results/pr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from agreement import score_agreement, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,6 @@ def main() -> int:
     from monai_bsnet.inference import BrixiaPredictor, find_inputs
     from monai_bsnet.networks import BSNet, load_weights
     from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
-    from monai_bsnet.zones import median_scores
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "brixia-public" / "images")
@@ -53,15 +52,12 @@ def main() -> int:
     reference, reference_s = run("float32")
     result = {"images": str(args.images), "n_images": len(paths), "device": args.device, "host": platform.node(),
               "float32_network_s_per_image": reference_s}
-    reference_scores = median_scores(reference)
     print(f"{'precision':<10}{'zone scores same':>18}{'global same':>13}{'max |dp|':>10}{'mean |dp|':>11}{'s/image':>9}")
     print(f"{'float32':<10}{'':>18}{'':>13}{'':>10}{'':>11}{reference_s:>9.3f}")
     for precision in args.precisions:
         probabilities, seconds = run(precision)
-        scores = median_scores(probabilities)
         row = {
-            "zone_score_agreement": float((scores == reference_scores).mean()),
-            "global_score_agreement": float((scores.sum(1) == reference_scores.sum(1)).mean()),
+            **score_agreement(reference, probabilities),
             "max_abs_probability_difference": float(np.abs(probabilities - reference).max()),
             "mean_abs_probability_difference": float(np.abs(probabilities - reference).mean()),
             "network_s_per_image": seconds,
@@ -69,9 +65,7 @@ def main() -> int:
         result[precision] = row
         print(f"{precision:<10}{row['zone_score_agreement']:>18.4f}{row['global_score_agreement']:>13.4f}"
               f"{row['max_abs_probability_difference']:>10.4f}{row['mean_abs_probability_difference']:>11.5f}{seconds:>9.3f}")
-    output = args.output or REPO / "benchmarks" / "results" / f"precision-{args.device}-{platform.node()}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.output, f"precision-{args.device}-{platform.node()}.json")
     return 0
 
 

@@ -30,7 +30,6 @@ the same. Writes JSON (default ``benchmarks/results/reencoding-<host>.json``). `
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from agreement import score_agreement, write_result
+from monai.transforms import HistogramNormalize
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle" / "scripts"))
@@ -55,14 +56,14 @@ def equalise(image: torch.Tensor, lo: float, hi: float, num_bins: int = 256) -> 
 
 
 EQUALISATIONS = {
-    "image_range": lambda x: equalise(x, float(x.min()), float(x.max())),
+    "image_range": lambda x: torch.as_tensor(HistogramNormalize(num_bins=256, min=0, max=1)(x)),  # the shipped one
     "fixed_range": lambda x: equalise(x, 0.0, 1.0),
     "zero_to_max": lambda x: equalise(x, 0.0, float(x.max())),
 }
 
 
 def main() -> int:
-    from monai.transforms import HistogramNormalize, Resize
+    from monai.transforms import Resize
     from pack_training_data import pack_image
     from PIL import Image
 
@@ -70,7 +71,6 @@ def main() -> int:
     from monai_bsnet.inference import BrixiaPredictor, find_inputs
     from monai_bsnet.networks import BSNet, load_weights
     from monai_bsnet.transforms import LoadCXR, cxr_preprocessing, read_cxr
-    from monai_bsnet.zones import median_scores
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "brixia-public" / "images")
@@ -81,12 +81,13 @@ def main() -> int:
     if not paths:
         raise SystemExit(f"no images in {args.images}")
     load, resize = LoadCXR(), Resize((512, 512), mode="area")
-    # the local image_range equalisation is the library's preprocessing: check it on the first image
+    # image_range is what the library serves, and the candidates differ from it only in their bins' range
     first = resize(load(paths[0])).as_tensor()
-    shipped = cxr_preprocessing()(load(paths[0])).as_tensor()
-    if not torch.allclose(EQUALISATIONS["image_range"](first), shipped, atol=1e-5) or not torch.allclose(
-            torch.as_tensor(HistogramNormalize(num_bins=256, min=0, max=1)(first)), shipped, atol=1e-5):
-        raise SystemExit("benchmark's image_range equalisation differs from cxr_preprocessing")
+    shipped = EQUALISATIONS["image_range"](first)
+    if not torch.allclose(shipped, cxr_preprocessing()(load(paths[0])).as_tensor(), atol=1e-5):
+        raise SystemExit("image_range is no longer cxr_preprocessing's equalisation")
+    if not torch.allclose(equalise(first, float(first.min()), float(first.max())), shipped, atol=1e-5):
+        raise SystemExit("the benchmark's equalise() over the image's own range differs from MONAI's HistogramNormalize")
     predictor = BrixiaPredictor(load_weights(BSNet(), default_weights()), device="cpu", mirror_tta=False)
 
     def copies(path: str, folder: Path) -> dict[str, str]:
@@ -116,18 +117,14 @@ def main() -> int:
         for copy in COPIES:
             other = np.stack(probabilities[name, copy])
             change = np.abs((other * np.arange(4)).sum((1, 2)) - (original * np.arange(4)).sum((1, 2)))
-            zones, zones_other = median_scores(original), median_scores(other)
             row = {"expected_global_change_median": float(np.median(change)), "expected_global_change_p95": float(np.percentile(change, 95)),
                    "expected_global_change_max": float(change.max()), "image_with_max": names[int(change.argmax())],
-                   "zone_score_agreement": float((zones == zones_other).mean()),
-                   "global_score_agreement": float((zones.sum(1) == zones_other.sum(1)).mean()),
+                   **score_agreement(original, other),
                    "expected_global_change": {n: round(float(c), 4) for n, c in zip(names, change)}}
             result[f"{name}/{copy}"] = row
             print(f"{name:<13}{copy:<14}{row['expected_global_change_median']:>29.3f}{row['expected_global_change_p95']:>7.2f}{row['expected_global_change_max']:>7.2f}"
                   f"  {row['zone_score_agreement']:>16.3f}{row['global_score_agreement']:>12.3f}  {row['image_with_max']}")
-    output = args.output or REPO / "benchmarks" / "results" / f"reencoding-{platform.node()}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.output, f"reencoding-{platform.node()}.json")
     return 0
 
 
