@@ -13,11 +13,14 @@ The shipped weights, one plain pass (no mirror test-time augmentation), the netw
 probabilities, with three histogram equalisations (256 bins each; the cumulative histogram rescaled so that
 the first bin maps to 0 and interpolated between bin centres, as MONAI's ``HistogramNormalize`` does):
 
-- ``image_range``: MONAI's ``HistogramNormalize``, bins over the image's own [min, max], as
-  :func:`~monai_bsnet.transforms.cxr_preprocessing` does;
+- ``image_range``: MONAI's ``HistogramNormalize``, bins over the image's own [min, max] (the preprocessing
+  before 0.4.0);
 - ``fixed_range``: bins fixed over [0, 1], where every loaded image lies (a candidate, not adopted);
-- ``zero_to_max``: bins over [0, the image's max] (a candidate, not adopted).
+- ``zero_to_max``: bins over [0, the image's max], :class:`~monai_bsnet.transforms.EqualiseHistogram`, what
+  :func:`~monai_bsnet.transforms.cxr_preprocessing` does since 0.4.0.
 
+All three run the shipped weights (whose scoring stage, since 0.4.0, was fitted on ``zero_to_max``'s
+pictures): what is compared is how far a re-encoding moves the scores under each equalisation.
 Where the image spans [0, 1] the three are the same. For each copy and each equalisation it prints the
 absolute change of the expected global score per image (median, 95th percentile, maximum, and the image
 with the maximum) and the fraction of zone scores and of global scores (sums of the zone medians) that stay
@@ -40,25 +43,16 @@ import torch
 from agreement import score_agreement, write_result
 from monai.transforms import HistogramNormalize
 
+from monai_bsnet.transforms import EqualiseHistogram, equalise_histogram
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle" / "scripts"))
 COPIES = ("pack_512_q95", "full_q90", "png16_12bit")
 
-
-def equalise(image: torch.Tensor, lo: float, hi: float, num_bins: int = 256) -> torch.Tensor:
-    """MONAI's ``HistogramNormalize(num_bins, min=0, max=1)`` with its bins over [lo, hi] instead of the
-    image's own [min, max]."""
-    values = image.numpy().astype(np.float64)
-    counts, edges = np.histogram(values, num_bins, range=(lo, hi))
-    cumulative = counts.cumsum().astype(np.float64)
-    cumulative = (cumulative - cumulative[0]) / max(cumulative[-1] - cumulative[0], 1.0)
-    return torch.as_tensor(np.interp(values, (edges[:-1] + edges[1:]) / 2, cumulative), dtype=torch.float32)
-
-
 EQUALISATIONS = {
-    "image_range": lambda x: torch.as_tensor(HistogramNormalize(num_bins=256, min=0, max=1)(x)),  # the shipped one
-    "fixed_range": lambda x: equalise(x, 0.0, 1.0),
-    "zero_to_max": lambda x: equalise(x, 0.0, float(x.max())),
+    "image_range": lambda x: torch.as_tensor(HistogramNormalize(num_bins=256, min=0, max=1)(x)),  # before 0.4.0
+    "fixed_range": lambda x: torch.as_tensor(equalise_histogram(x, hi=1.0), dtype=torch.float32),
+    "zero_to_max": lambda x: torch.as_tensor(EqualiseHistogram()(x)),  # the shipped one
 }
 
 
@@ -81,13 +75,13 @@ def main() -> int:
     if not paths:
         raise SystemExit(f"no images in {args.images}")
     load, resize = LoadCXR(), Resize((512, 512), mode="area")
-    # image_range is what the library serves, and the candidates differ from it only in their bins' range
+    # zero_to_max is what the library serves, and the equalisations differ only in their bins' range
     first = resize(load(paths[0])).as_tensor()
-    shipped = EQUALISATIONS["image_range"](first)
-    if not torch.allclose(shipped, cxr_preprocessing()(load(paths[0])).as_tensor(), atol=1e-5):
-        raise SystemExit("image_range is no longer cxr_preprocessing's equalisation")
-    if not torch.allclose(equalise(first, float(first.min()), float(first.max())), shipped, atol=1e-5):
-        raise SystemExit("the benchmark's equalise() over the image's own range differs from MONAI's HistogramNormalize")
+    if not torch.allclose(EQUALISATIONS["zero_to_max"](first), cxr_preprocessing()(load(paths[0])).as_tensor(), atol=1e-5):
+        raise SystemExit("zero_to_max is no longer cxr_preprocessing's equalisation")
+    own_range = torch.as_tensor(equalise_histogram(first, lo=float(first.min()), hi=float(first.max())), dtype=torch.float32)
+    if not torch.allclose(own_range, EQUALISATIONS["image_range"](first), atol=1e-5):
+        raise SystemExit("equalise_histogram() over the image's own range differs from MONAI's HistogramNormalize")
     predictor = BrixiaPredictor(load_weights(BSNet(), default_weights()), device="cpu", mirror_tta=False)
 
     def copies(path: str, folder: Path) -> dict[str, str]:

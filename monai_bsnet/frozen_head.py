@@ -56,6 +56,7 @@ __all__ = [
     "FrozenStageCache",
     "CachedScoringStage",
     "train_config",
+    "transforms_fingerprint",
     "copy_labels",
     "train_head",
     "head_probabilities",
@@ -99,6 +100,14 @@ def train_config(image_size: int):
     return parser
 
 
+def transforms_fingerprint(image_size: int) -> str:
+    """A short hash of ``train.json``'s image transforms as the cache applies them (their config, not the
+    code of the transforms it names): a cache built with another preprocessing or augmentation is refused."""
+    parser = train_config(image_size)
+    config = {part: parser.get(f"train#{part}") for part in ("deterministic_transforms", "random_transforms")}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class FrozenStageCache:
     """Outputs of the frozen encoder, segmentation and alignment for augmented copies of images.
 
@@ -115,7 +124,7 @@ class FrozenStageCache:
         seed: of the random draws.
         device: where the frozen stages run.
         weights_id: identifies the weights (for example their SHA-256); a folder built with other
-            weights or settings is refused.
+            weights, settings or ``train.json`` transforms (:func:`transforms_fingerprint`) is refused.
     """
 
     def __init__(
@@ -131,7 +140,9 @@ class FrozenStageCache:
         self.bsnet = bsnet.to(device).eval()
         self.folder = Path(folder)
         self.n_draws, self.image_size, self.seed, self.device = n_draws, image_size, seed, torch.device(device)
-        self.settings = {"n_draws": n_draws, "image_size": image_size, "seed": seed, "weights": weights_id}
+        # the transforms too: the stamp once held only the weights, and a cache of another equalisation was reused
+        self.settings = {"n_draws": n_draws, "image_size": image_size, "seed": seed, "weights": weights_id,
+                         "transforms": transforms_fingerprint(image_size)}
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = self.folder / "cache.json"
         if stamp.is_file():  # opened again (also read-only, by built()): the stamp must match, and stays as it is

@@ -471,8 +471,8 @@ def test_cohen_missing_image_and_patient_lookup(tmp_path):
 def test_the_packed_copy_for_a_gpu_machine_reads_as_the_original(shared_data, tmp_path):
     """``pack_training_data.py``: the readers take the packed folders unchanged, masks and tables are
     copied as they are, and each image is the original's 512 x 512 area-resized picture up to 8-bit
-    rounding and JPEG noise. (What the histogram equalisation then makes of that noise is measured by
-    ``benchmarks/reencoding.py``: for a few images it moves the whole grey mapping.)"""
+    rounding and JPEG noise. (What the histogram equalisation then makes of that noise, and so the scores,
+    is measured by ``benchmarks/reencoding.py``.)"""
     import shutil
     import subprocess
     import sys

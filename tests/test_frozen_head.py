@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from monai_bsnet import frozen_head
 from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, patient_fold_indices, predict_zone_probabilities, summarise_predictions
 from monai_bsnet.frozen_head import (
     CachedScoringStage,
@@ -59,6 +60,24 @@ def test_the_cache_resumes_and_refuses_other_settings(tmp_path, scored_samples, 
         FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="b")
     with pytest.raises(FileNotFoundError, match="not cached"):
         cache.load([{**scored_samples[0], "image": str(tmp_path / "not_built.jpg")}])
+
+
+def test_a_cache_built_with_other_transforms_is_refused(tmp_path, untrained_bsnet, monkeypatch):
+    """The stamp records train.json's transforms: a cache of MONAI's image-range equalisation (the one
+    before 0.4.0) is not reused with the same weights."""
+    FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
+    shipped = frozen_head.train_config
+
+    def image_range_equalisation(image_size):
+        parser = shipped(image_size)
+        transforms = parser.get("train#deterministic_transforms")
+        (i,) = [i for i, t in enumerate(transforms) if t["_target_"].endswith("EqualiseHistogramd")]
+        parser[f"train#deterministic_transforms#{i}"] = {"_target_": "HistogramNormalized", "keys": "image", "min": 0, "max": 1}
+        return parser
+
+    monkeypatch.setattr(frozen_head, "train_config", image_range_equalisation)
+    with pytest.raises(ValueError, match="built with"):
+        FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
 
 
 def test_training_the_head_fits_its_images_and_keeps_the_best_epoch(tmp_path, scored_samples, untrained_bsnet):

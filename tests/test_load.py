@@ -11,7 +11,19 @@ import torch
 from PIL import Image
 
 from monai_bsnet.errors import CXRInputError
-from monai_bsnet.transforms import LoadCXR, LoadCXRd, cxr_preprocessing, cxr_preprocessingd, read_cxr, to_original_geometry
+from monai.data import MetaTensor
+from monai.transforms import HistogramNormalize
+
+from monai_bsnet.transforms import (
+    EqualiseHistogram,
+    EqualiseHistogramd,
+    LoadCXR,
+    LoadCXRd,
+    cxr_preprocessing,
+    cxr_preprocessingd,
+    read_cxr,
+    to_original_geometry,
+)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +155,42 @@ def test_equalisation_removes_a_monotonic_grey_level_mapping(radiograph):
     gamma = image**0.5  # e.g. a different window or display gamma in the source
     a, b = cxr_preprocessing(256)(image), cxr_preprocessing(256)(gamma)
     assert (a - b).abs().mean() < 0.01
+
+
+def test_equalisation_is_monais_with_its_bins_over_zero_to_the_maximum(radiograph):
+    image = torch.as_tensor(radiograph / 255.0, dtype=torch.float32)[None]
+    # where the image's minimum is 0 the bins are MONAI's HistogramNormalize's (over the image's [min, max])
+    black = image.clone()
+    black[0, 0, 0] = 0.0
+    assert torch.allclose(EqualiseHistogram()(black), torch.as_tensor(HistogramNormalize(min=0, max=1)(black)), atol=1e-5)
+    # a dark background just above 0 (as in the resized original under a JPEG copy whose noise reaches 0):
+    # MONAI's bins follow the minimum, so the background jumps between bins and every grey level moves
+    background = image.clone()
+    background[:, :, :100] = 0.004
+    lifted = background.clone()
+    lifted[0, 0, 0] = 0.0
+    ours = (EqualiseHistogram()(lifted) - EqualiseHistogram()(background)).abs()
+    monai = (torch.as_tensor(HistogramNormalize(min=0, max=1)(lifted)) - torch.as_tensor(HistogramNormalize(min=0, max=1)(background))).abs()
+    assert float(ours[:, 1:].max()) < 1e-4 and float(monai[:, 1:].mean()) > 0.01  # one pixel of 120,000 moved a bin
+
+
+def test_equalisation_keeps_its_bins_for_a_picture_in_part_of_the_range(radiograph):
+    """A 16-bit file of 12-bit values fills only [0, 1/16] once loaded: the bins follow its maximum."""
+    image = torch.as_tensor(radiograph / 255.0, dtype=torch.float32)[None]
+    twelve_bit = torch.round(image * 4095) / 65535
+    # (up to the rounding to 12 bits, which moves a few grey levels across a bin edge)
+    assert float((EqualiseHistogram()(twelve_bit) - EqualiseHistogram()(image)).abs().max()) < 0.005
+    # bins fixed over [0, 1] would leave it 16 of them
+    assert float((EqualiseHistogram(hi=1.0)(twelve_bit) - EqualiseHistogram()(image)).abs().mean()) > 0.01
+
+
+def test_equalisation_of_a_black_image_is_black_and_keeps_the_metadata():
+    black = MetaTensor(torch.zeros(1, 8, 8), meta={"filename_or_obj": "black.png"})
+    out = EqualiseHistogram()(black)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "black.png" and out.dtype == torch.float32
+    assert float(out.abs().max()) == 0.0
+    array = EqualiseHistogramd("image")({"image": np.linspace(0, 0.5, 64).reshape(1, 8, 8)})["image"]
+    assert isinstance(array, np.ndarray) and array.dtype == np.float32 and array.max() == 1.0 and array.min() == 0.0
 
 
 def test_dictionary_preprocessing_matches(radiograph):

@@ -4,7 +4,15 @@ from monai_bsnet.transforms.augment import LATERAL_ZONE_SWAP, RandLateralFlipd, 
 from monai_bsnet.transforms.alignment import CanonicalLungAlignment, CanonicalLungAlignmentd, lung_orientation
 from monai_bsnet.transforms.load import LATERAL_VIEWS, MIN_IMAGE_SIZE, LoadCXR, LoadCXRd, read_cxr
 from monai_bsnet.transforms.lung_mask import clean_lung_probability
-from monai_bsnet.transforms.preprocess import NETWORK_SIZE, cxr_preprocessing, cxr_preprocessingd, to_original_geometry
+from monai_bsnet.transforms.preprocess import (
+    NETWORK_SIZE,
+    EqualiseHistogram,
+    EqualiseHistogramd,
+    cxr_preprocessing,
+    cxr_preprocessingd,
+    equalise_histogram,
+    to_original_geometry,
+)
 
 __all__ = [
     "CanonicalLungAlignment",
@@ -14,6 +22,8 @@ __all__ = [
     "swap_zone_sides",
     "mirror_average",
     "CanonicalLungAlignmentd",
+    "EqualiseHistogram",
+    "EqualiseHistogramd",
     "LATERAL_VIEWS",
     "LoadCXR",
     "LoadCXRd",
@@ -21,6 +31,7 @@ __all__ = [
     "NETWORK_SIZE",
     "cxr_preprocessing",
     "cxr_preprocessingd",
+    "equalise_histogram",
     "clean_lung_probability",
     "lung_orientation",
     "read_cxr",

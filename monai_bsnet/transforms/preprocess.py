@@ -1,18 +1,92 @@
-"""BS-Net preprocessing (equalise, resize to the network's square) and its inverse mapping."""
+"""BS-Net preprocessing (resize to the network's square, equalise) and its inverse mapping."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
-from monai.config import KeysCollection
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import Compose, EnsureType, EnsureTyped, HistogramNormalize, HistogramNormalized, Resize, Resized
+from monai.transforms import Compose, EnsureType, EnsureTyped, MapTransform, Resize, Resized, Transform
+from monai.utils import convert_to_dst_type, convert_to_numpy
 
-__all__ = ["NETWORK_SIZE", "cxr_preprocessing", "cxr_preprocessingd", "to_original_geometry"]
+__all__ = [
+    "NETWORK_SIZE",
+    "EqualiseHistogram",
+    "EqualiseHistogramd",
+    "cxr_preprocessing",
+    "cxr_preprocessingd",
+    "equalise_histogram",
+    "to_original_geometry",
+]
 
 #: The side of the square images BS-Net reads.
 NETWORK_SIZE = 512
+
+
+def equalise_histogram(image: NdarrayOrTensor, num_bins: int = 256, lo: float = 0.0, hi: float | None = None) -> np.ndarray:
+    """Global histogram equalisation onto [0, 1] with ``num_bins`` bins over [``lo``, ``hi``].
+
+    The cumulative histogram, less its first bin and rescaled to [0, 1], interpolated between bin centres:
+    MONAI's ``HistogramNormalize(min=0, max=1)`` except for where the bins lie. MONAI spreads them over the
+    image's own [min, max]; here the lower end is fixed (0 by default, where every loaded CXR starts) and the
+    upper end is the image's maximum unless given. Why: with the lower end at the image's minimum, a large
+    dark background near the first bin's edge jumps between bins when the file is re-encoded (a JPEG's noise
+    reaches 0 where the original's minimum was 0.001) and then every grey level moves: the expected global
+    score of one public image moved by 3.1 under the GPU pack's JPEG. With bins over [0, max] it moves by
+    0.19 at most, and a picture that fills only part of [0, 1] (a 16-bit file of 12-bit values) keeps all
+    its bins (``benchmarks/reencoding.py``; ``bundle/docs/experiments.md``, "Preprocessing: histogram
+    equalisation with bins over [0, the image's maximum]?").
+
+    Args:
+        image: the grey levels, any shape, at least ``lo``.
+        num_bins: the histogram's bins.
+        lo: the lower end of the bins.
+        hi: their upper end (default: the image's maximum). An image whose range is empty gives 0s.
+
+    Returns:
+        float64 array of the image's shape, in [0, 1].
+    """
+    values = convert_to_numpy(image, dtype=np.float64)
+    top = float(values.max()) if hi is None else float(hi)
+    if not top > lo:  # a constant image: nothing to spread
+        return np.zeros_like(values)
+    counts, edges = np.histogram(values, num_bins, range=(lo, top))
+    cumulative = counts.cumsum().astype(np.float64)
+    cumulative = (cumulative - cumulative[0]) / max(cumulative[-1] - cumulative[0], 1.0)
+    return np.interp(values, (edges[:-1] + edges[1:]) / 2, cumulative)
+
+
+class EqualiseHistogram(Transform):
+    """:func:`equalise_histogram` as a MONAI transform: bins over [0, the image's maximum] by default.
+
+    Args:
+        num_bins: the histogram's bins.
+        lo: the lower end of the bins.
+        hi: their upper end (default: each image's maximum).
+    """
+
+    def __init__(self, num_bins: int = 256, lo: float = 0.0, hi: float | None = None) -> None:
+        self.num_bins, self.lo, self.hi = num_bins, lo, hi
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        equalised = equalise_histogram(img, self.num_bins, self.lo, self.hi)
+        return convert_to_dst_type(equalised, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+class EqualiseHistogramd(MapTransform):
+    """Dictionary version of :class:`EqualiseHistogram`."""
+
+    def __init__(self, keys: KeysCollection, num_bins: int = 256, lo: float = 0.0, hi: float | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.equalise = EqualiseHistogram(num_bins, lo, hi)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.equalise(d[key])
+        return d
 
 
 def cxr_preprocessing(spatial_size: int = NETWORK_SIZE) -> Compose:
@@ -20,15 +94,17 @@ def cxr_preprocessing(spatial_size: int = NETWORK_SIZE) -> Compose:
 
     1. Resize to ``spatial_size`` x ``spatial_size`` without keeping the aspect ratio, as the authors
        did ("area" interpolation, which averages when shrinking and so needs no extra anti-aliasing).
-    2. Global histogram equalisation (256 bins) onto [0, 1]. It also makes the input independent of
-       any monotonic grey-level mapping left by the source (window, gamma, 8- or 16-bit storage).
+    2. Global histogram equalisation (256 bins over [0, the image's maximum]) onto [0, 1]
+       (:class:`EqualiseHistogram`). It also makes the input independent of any monotonic grey-level
+       mapping left by the source (window, gamma, 8- or 16-bit storage) that keeps black at 0, and, unlike
+       bins over the image's [min, max], of the JPEG noise of a re-encoded copy.
        Equalising after the resize gives the same picture as before it (the histogram of an
        area-averaged image is a smoothed copy) at a sixteenth of the cost for a 2000 px radiograph.
     """
     return Compose(
         [
             Resize((spatial_size, spatial_size), mode="area"),
-            HistogramNormalize(num_bins=256, min=0, max=1),
+            EqualiseHistogram(num_bins=256),
             EnsureType(dtype=torch.float32),
         ]
     )
@@ -39,7 +115,7 @@ def cxr_preprocessingd(keys: KeysCollection = "image", spatial_size: int = NETWO
     return Compose(
         [
             Resized(keys, (spatial_size, spatial_size), mode="area"),
-            HistogramNormalized(keys, num_bins=256, min=0, max=1),
+            EqualiseHistogramd(keys, num_bins=256),
             EnsureTyped(keys, dtype=torch.float32),
         ]
     )
