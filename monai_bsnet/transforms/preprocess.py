@@ -43,7 +43,7 @@ def equalise_histogram(image: NdarrayOrTensor, num_bins: int = 256, lo: float = 
         image: the grey levels, any shape, at least ``lo``.
         num_bins: the histogram's bins.
         lo: the lower end of the bins.
-        hi: their upper end (default: the image's maximum). An image whose range is empty gives 0s.
+        hi: their upper end (default: the image's maximum). An image with nothing above ``lo`` (all black) gives 0s.
 
     Returns:
         float64 array of the image's shape, in [0, 1].
