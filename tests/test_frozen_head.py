@@ -63,19 +63,19 @@ def test_the_cache_resumes_and_refuses_other_settings(tmp_path, scored_samples, 
 
 
 def test_a_cache_built_with_other_transforms_is_refused(tmp_path, untrained_bsnet, monkeypatch):
-    """The stamp records train.json's transforms: a cache of MONAI's image-range equalisation (the one
-    before 0.4.0) is not reused with the same weights."""
+    """The stamp records train.json's transforms: a cache built with another equalisation (bins over
+    [0, max], as in stop 31's experiment) is not reused with the same weights."""
     FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
     shipped = frozen_head.train_config
 
-    def image_range_equalisation(image_size):
+    def zero_to_max_equalisation(image_size):
         parser = shipped(image_size)
         transforms = parser.get("train#deterministic_transforms")
-        (i,) = [i for i, t in enumerate(transforms) if t["_target_"].endswith("EqualiseHistogramd")]
-        parser[f"train#deterministic_transforms#{i}"] = {"_target_": "HistogramNormalized", "keys": "image", "min": 0, "max": 1}
+        (i,) = [i for i, t in enumerate(transforms) if t["_target_"] == "HistogramNormalized"]
+        parser[f"train#deterministic_transforms#{i}"] = {"_target_": "monai_bsnet.transforms.EqualiseHistogramd", "keys": "image"}
         return parser
 
-    monkeypatch.setattr(frozen_head, "train_config", image_range_equalisation)
+    monkeypatch.setattr(frozen_head, "train_config", zero_to_max_equalisation)
     with pytest.raises(ValueError, match="built with"):
         FrozenStageCache(untrained_bsnet, tmp_path / "cache", n_draws=1, image_size=SIZE, weights_id="a")
 

@@ -5,12 +5,10 @@ resized to 512 x 512 with "area" interpolation exactly as the network's preproce
 stored as 8-bit JPEG (quality 95) under its original file name (the loader finds the format by
 content, so the tables need no change). Masks stay lossless PNG. Each packed picture is the original's
 resized picture up to 8-bit rounding and JPEG noise (a mean absolute difference of about 0.003). The
-histogram equalisation that follows can amplify that noise. With the equalisation before 0.4.0 (bins over
-the image's [min, max]) the copy's whole grey mapping moved where a large dark area lay at the edge of the
-first bin: for 7 of the 138 public images the network's expected global score moved by 0.5 or more, up to
-3.1, so stages trained on packed copies saw a few pictures with shifted grey levels. With bins over [0, the
-image's maximum] (since 0.4.0) it moves by 0.13 at the 95th percentile and 0.19 at most
-(``benchmarks/reencoding.py``).
+histogram equalisation that follows can amplify that noise: where a large dark area lies at the edge of
+its first bin, the copy's grey mapping moves as a whole (``benchmarks/reencoding.py``: for 7 of the 138
+public images the shipped network's expected global score moves by 0.5 or more, up to 3.1). Training on the packed copy
+therefore sees a few pictures with shifted grey levels, much as the augmentations' intensity changes do.
 
     python bundle/scripts/pack_training_data.py ../shared/data .devdata
 """
