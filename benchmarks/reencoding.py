@@ -51,8 +51,8 @@ COPIES = ("pack_512_q95", "full_q90", "png16_12bit")
 
 EQUALISATIONS = {
     "image_range": lambda x: torch.as_tensor(HistogramNormalize(num_bins=256, min=0, max=1)(x)),  # the shipped one
-    "fixed_range": lambda x: torch.as_tensor(equalise_histogram(x, hi=1.0), dtype=torch.float32),
-    "zero_to_max": lambda x: torch.as_tensor(EqualiseHistogram()(x)),
+    "fixed_range": EqualiseHistogram(hi=1.0),
+    "zero_to_max": EqualiseHistogram(),
 }
 
 

@@ -8,12 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
+from monai.transforms import HistogramNormalize
 from PIL import Image
 
 from monai_bsnet.errors import CXRInputError
-from monai.data import MetaTensor
-from monai.transforms import HistogramNormalize
-
 from monai_bsnet.transforms import (
     EqualiseHistogram,
     EqualiseHistogramd,

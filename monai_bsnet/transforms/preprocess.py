@@ -75,7 +75,7 @@ class EqualiseHistogram(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         equalised = equalise_histogram(img, self.num_bins, self.lo, self.hi)
-        return convert_to_dst_type(equalised, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        return convert_to_dst_type(equalised, dst=img, dtype=torch.float32)[0]  # MONAI maps the dtype to numpy's for arrays
 
 
 class EqualiseHistogramd(MapTransform):
