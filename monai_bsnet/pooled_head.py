@@ -310,9 +310,15 @@ def fit_pooled_regression(features: np.ndarray, scores: np.ndarray, groups: np.n
     return regression, log
 
 
+def context_variant_name(c: float | None) -> str:
+    """How :func:`cross_validate_features` names a zone context stage of strength ``c`` (None: chosen) in its rows."""
+    return "chosen_C" if c is None else f"C{c:g}"
+
+
 def cross_validate_features(
     items: Sequence[Mapping[str, Any]], features: np.ndarray, n_folds: int = 5, seed: int = 0, c_grid: Sequence[float] = C_GRID,
     with_context: bool = False,
+    other_context_c: Sequence[float | None] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The cross-validation of :func:`cross_validate_pooled_head` on given pooled vectors (N, V, 6, 1920) of
     ``items`` (copy 0 plain, copy 1 its mirror; a subset of a cache's copies, say): the out-of-fold
@@ -323,6 +329,9 @@ def cross_validate_features(
     out-of-fold TTA probabilities of the training images; the stage is fitted on those alone and rates the
     held-out images (rows gain ``scores_context`` from the plain probabilities and ``scores_context_tta``
     from the TTA ones), their sums held to the pooled head's. No held-out label reaches either stage.
+    Each strength of ``other_context_c`` (None: chosen on those rows, :func:`~monai_bsnet.zone_context.choose_context_strength`)
+    adds a stage fitted the same way at that strength, whose ratings are ``scores_context_<name>`` and
+    ``scores_context_<name>_tta`` (:func:`context_variant_name`); the fold log keeps the strengths chosen.
     """
     scores, groups = scores_and_groups(items)
     predictions: list[dict[str, Any]] = []
@@ -334,9 +343,13 @@ def cross_validate_features(
         rows = prediction_rows([items[i] for i in test], k, *probabilities)
         if with_context:
             _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
-            stage = ZoneContextRating().fit(inner_tta, scores[train])
-            for row, rated, rated_tta in zip(rows, *(stage.ratings(p) for p in probabilities)):
-                row["scores_context"], row["scores_context_tta"] = rated.tolist(), rated_tta.tolist()
+            stages = {"": ZoneContextRating().fit(inner_tta, scores[train])}
+            for c in other_context_c:
+                stages[f"_{context_variant_name(c)}"] = ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
+                log[f"context_C_{context_variant_name(c)}"] = stages[f"_{context_variant_name(c)}"].c
+            for suffix, stage in stages.items():
+                for row, rated, rated_tta in zip(rows, *(stage.ratings(p) for p in probabilities)):
+                    row[f"scores_context{suffix}"], row[f"scores_context{suffix}_tta"] = rated.tolist(), rated_tta.tolist()
         predictions += rows
         folds_log.append(log)
         logger.info("fold %d: %s", k, log)

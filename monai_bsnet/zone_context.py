@@ -28,6 +28,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -35,10 +36,14 @@ from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "context_inputs", "ratings_with_sum", "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
+__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "context_inputs", "ratings_with_sum", "choose_context_strength", "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
+
+#: The L2 strengths (scikit-learn's ``C``) :func:`choose_context_strength` chooses from; 1 is the stop-26
+#: screen's, which a tie keeps.
+CONTEXT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 #: Probabilities are clipped here before their logarithm (a score the first stage never gives has 0).
 _FLOOR = 1e-6
@@ -90,24 +95,32 @@ class ZoneContextRating:
     scikit-learn objects to load.
 
     Args:
-        c: inverse L2 strength of the regression (scikit-learn's ``C``).
+        c: inverse L2 strength of the regression (scikit-learn's ``C``), or None: chosen by
+            :func:`choose_context_strength` on the rows :meth:`fit` is given (``c`` then holds the choice
+            and ``strength_errors`` each candidate's cross-validated zone MAE).
 
     ``fitted_for``, where set, is the fingerprint of the scoring stage whose probabilities the stage was
     fitted on (:func:`~monai_bsnet.networks.weights.stage_fingerprint`): :func:`rating_beside` refuses the
     stage for a network with another one.
     """
 
-    def __init__(self, c: float = 1.0) -> None:
+    def __init__(self, c: float | None = 1.0) -> None:
         self.c = c
+        self.strength_errors: dict[float, float] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.fitted_on = 0
         self.fitted_for: str | None = None
 
-    def fit(self, probabilities: np.ndarray, scores: np.ndarray) -> ZoneContextRating:
-        """Fit on out-of-fold first-stage probabilities (N, 6, 4) of images with zone scores (N, 6)."""
+    def fit(self, probabilities: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> ZoneContextRating:
+        """Fit on out-of-fold first-stage probabilities (N, 6, 4) of images with zone scores (N, 6); with
+        ``c`` None, its strength is first chosen on them, in folds of the patient ``groups`` (N,) (default:
+        each image its own patient)."""
         y = np.asarray(scores, dtype=np.int64).reshape(-1)
         if len(np.unique(y)) < 2:
             raise ValueError(f"every training zone has score {int(y[0])}: the context stage needs at least two scores")
+        if self.c is None:
+            groups = np.arange(len(np.asarray(scores))) if groups is None else np.asarray(groups)
+            self.c, self.strength_errors = choose_context_strength(probabilities, scores, groups)
         scaler, model = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=2000)).fit(context_inputs(probabilities), y)
         self.arrays = {"feature_mean": scaler.mean_, "feature_scale": scaler.scale_, "coef": model.coef_,
                        "intercept": model.intercept_, "classes": model.classes_}
@@ -138,6 +151,7 @@ class ZoneContextRating:
         if not self.arrays:
             raise RuntimeError("the zone context stage is not fitted")
         return {"inputs": ["log_p0", "log_p1", "log_p2", "log_p3", "image_mean_expected_score"], "C": self.c,
+                **({"C_cross_validated_zone_mae": {str(c): e for c, e in self.strength_errors.items()}} if self.strength_errors else {}),
                 **{name: value.tolist() for name, value in self.arrays.items()}, "fitted_on": self.fitted_on,
                 **({"fitted_for": self.fitted_for} if self.fitted_for else {}),
                 "reference": "bundle/docs/experiments.md, 'A second stage that reads the whole image's zones?'"}
@@ -160,6 +174,28 @@ class ZoneContextRating:
         if stage.arrays["coef"].ndim != 2 or stage.arrays["coef"].shape[1] != inputs or len(stage.arrays["feature_mean"]) != inputs:
             raise ValueError(f"{path}: not a zone context stage of this version (expected {inputs} inputs)")
         return stage
+
+
+def choose_context_strength(
+    probabilities: np.ndarray, scores: np.ndarray, groups: np.ndarray, c_grid: tuple[float, ...] = CONTEXT_C_GRID, n_splits: int = 4,
+) -> tuple[float, dict[float, float]]:
+    """The ``C`` of ``c_grid`` whose served ratings (:meth:`ZoneContextRating.ratings`, held to the first
+    stage's sum) have the lowest zone MAE in a patient-grouped ``n_splits``-fold cross-validation of
+    the images (probabilities (N, 6, 4), scores (N, 6), patient ``groups`` (N,)); a tie keeps 1, the
+    shipped strength. Returns it and each candidate's zone MAE.
+
+    Why the served ratings and not the log-likelihood: the stage's probabilities are only ever read
+    through those ratings, and the strength that rates best is what the choice is for.
+    """
+    p, y, groups = np.asarray(probabilities, dtype=np.float64), np.asarray(scores, dtype=np.int64), np.asarray(groups)
+    splits = list(GroupKFold(min(n_splits, len(set(groups.tolist())))).split(p, groups=groups))
+    errors = {}
+    for c in c_grid:
+        absolute = 0.0
+        for train, test in splits:
+            absolute += np.abs(ZoneContextRating(c).fit(p[train], y[train]).ratings(p[test]) - y[test]).sum()
+        errors[c] = round(absolute / y.size, 4)
+    return min(c_grid, key=lambda c: (errors[c], c != 1.0)), errors
 
 
 def rating_beside(weights: str | os.PathLike, network: torch.nn.Module | None = None) -> ZoneContextRating | None:

@@ -17,7 +17,8 @@ import torch
 from monai_bsnet.cross_validation import compare_predictions, prediction_rows
 from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.pooled_head import cross_validate_features, inner_out_of_fold_probabilities, inner_splits
-from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating, context_inputs, rating_beside, ratings_with_sum
+from monai_bsnet.zone_context import (CONTEXT_C_GRID, CONTEXT_FILE, ZoneContextRating, choose_context_strength, context_inputs, rating_beside,
+                                      ratings_with_sum)
 from monai_bsnet.zones import median_scores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +106,44 @@ def test_the_context_stage_learns_from_the_other_zones_and_keeps_the_first_stage
         ZoneContextRating().ratings(test_p)
     with pytest.raises(ValueError, match="at least two scores"):
         ZoneContextRating().fit(train_p, np.zeros_like(train_y))
+
+
+def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and_is_stored():
+    """``ZoneContextRating(None)`` chooses its C by a patient-grouped cross-validation of its served ratings,
+    refits at it on all rows, and keeps both in the stored stage."""
+    from sklearn.model_selection import GroupKFold
+
+    probabilities, scores = correlated_images(120, 0)
+    groups = np.repeat(np.arange(60), 2)  # two images per patient
+    c, errors = choose_context_strength(probabilities, scores, groups)
+    assert set(errors) == set(CONTEXT_C_GRID) and errors[c] == min(errors.values())
+    splits = list(GroupKFold(4).split(probabilities, groups=groups))
+    assert all(not set(groups[a]) & set(groups[b]) for a, b in splits)
+    by_hand = sum(np.abs(ZoneContextRating(0.01).fit(probabilities[a], scores[a]).ratings(probabilities[b]) - scores[b]).sum() for a, b in splits)
+    assert errors[0.01] == pytest.approx(by_hand / scores.size, abs=1e-4)
+    # on these rows C = 0.001 and C = 1 tie for the best: a tie keeps the shipped strength, whatever the grid's order
+    assert errors[0.001] == errors[1.0] == min(errors.values()) and c == 1.0
+    assert choose_context_strength(probabilities, scores, groups, c_grid=(0.001, 1.0))[0] == 1.0
+    stage = ZoneContextRating(None).fit(probabilities, scores, groups)
+    assert stage.c == c and stage.strength_errors == errors
+    np.testing.assert_allclose(stage.probabilities(probabilities), ZoneContextRating(c).fit(probabilities, scores).probabilities(probabilities))
+    stored = stage.to_dict()
+    assert stored["C"] == c and stored["C_cross_validated_zone_mae"] == {str(k): v for k, v in errors.items()}
+
+
+def test_the_nested_cross_validation_rates_with_other_strengths_from_the_same_first_stage():
+    rng = np.random.default_rng(2)
+    severity = rng.uniform(0, 3, size=(30, 1))
+    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(30, 6))), 0, 3).astype(int)
+    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
+              "label_junior": s.tolist()} for i, s in enumerate(scores)]
+    features = pooled_features(scores, 1)
+    rows, folds = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1), with_context=True, other_context_c=(1.0, None))
+    for row in rows:
+        # C = 1 by name is the shipped stage; every variant keeps the first stage's global score
+        assert row["scores_context_C1_tta"] == row["scores_context_tta"] and row["scores_context_C1"] == row["scores_context"]
+        assert sum(row["scores_context_chosen_C_tta"]) == sum(row["scores_context_tta"])
+    assert all(fold["context_C_C1"] == 1.0 and fold["context_C_chosen_C"] in CONTEXT_C_GRID for fold in folds)
 
 
 def test_a_stage_marked_for_another_scoring_stage_is_refused_beside_the_weights(tmp_path, untrained_bsnet, caplog):

@@ -10,7 +10,10 @@ draws are ``cv:pooled``'s own) and compares the served ratings with the pooled h
 mirror TTA (paired patient bootstrap).
 
     python bundle/scripts/zone_context_experiment.py --data ../shared/data --cache WORK/cache_seed0 \\
-        --out bundle/logs/zone_context/seed0 [--seed 0] [--weights bundle/models/model.pt]
+        --out bundle/logs/zone_context/seed0 [--seed 0] [--weights bundle/models/model.pt] [--context-c chosen 0.1]
+
+``--context-c`` adds stages of other strengths (``chosen``: chosen on each fold's own rows) to the same
+first-stage fits, reported under ``other_context`` and compared with the shipped stage (C = 1).
 
 About 7.5 min on two cores for the cache of the 138 images (resumable), then about 3 min of fits.
 """
@@ -24,7 +27,7 @@ from pooled_experiments import seeded_cache_parser, seeded_pooled_cache
 
 from monai_bsnet.cross_validation import compare_predictions, summarise_predictions
 from monai_bsnet.metrics import brixia_metrics
-from monai_bsnet.pooled_head import cross_validate_features, pooled_zone_features
+from monai_bsnet.pooled_head import context_variant_name, cross_validate_features, pooled_zone_features
 
 #: (first stage's probabilities, the served ratings with the context stage), plain and with mirror TTA
 FORMS = {"plain": ("probabilities", "scores_context"), "tta": ("probabilities_tta", "scores_context_tta")}
@@ -33,11 +36,14 @@ FORMS = {"plain": ("probabilities", "scores_context"), "tta": ("probabilities_tt
 def main(argv=None) -> int:
     parser = seeded_cache_parser(__doc__)
     parser.add_argument("--resamples", type=int, default=10000)
+    parser.add_argument("--context-c", nargs="*", default=[], type=lambda v: None if v == "chosen" else float(v),
+                        help="other strengths of the context stage to rate with ('chosen': chosen on each fold's rows)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     items, cache = seeded_pooled_cache(args, 2)  # the cache of draw_noise.py --draws 2
     cache_seconds = time.perf_counter() - start
-    rows, folds_log = cross_validate_features(items, pooled_zone_features(cache, items), args.folds, with_context=True)
+    rows, folds_log = cross_validate_features(items, pooled_zone_features(cache, items), args.folds, with_context=True,
+                                              other_context_c=args.context_c)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictions.json").write_text(json.dumps(rows))
     first_stage = summarise_predictions(rows)
@@ -50,9 +56,23 @@ def main(argv=None) -> int:
         result["comparison"][form] = compare_predictions(rows, rows, probabilities, n_resamples=args.resamples, candidate_key=ratings)
         print(f"{form}: first stage {first_stage[form]['zone_mae']:.4f} / {first_stage[form]['global_mae']:.3f}, "
               f"with context {served['zone_mae']:.4f} / {served['global_mae']:.3f}", flush=True)
+    if args.context_c:
+        result["other_context"] = {name: other_context_result(rows, name, args.resamples) for name in map(context_variant_name, args.context_c)}
     result["seconds"] = round(time.perf_counter() - start, 1)
     (args.out / "zone_context.json").write_text(json.dumps(result, indent=1))
     return 0
+
+
+def other_context_result(rows: list[dict], name: str, resamples: int) -> dict:
+    """The served ratings of the stage ``name`` (plain and TTA), measured and compared with the shipped stage's."""
+    out = {}
+    for form, (_, shipped) in FORMS.items():
+        ratings = shipped.replace("scores_context", f"scores_context_{name}")
+        served = brixia_metrics([row[ratings] for row in rows], [row["label_senior"] for row in rows])
+        out[form] = {**{k: served[k] for k in ("zone_mae", "global_mae", "zone_accuracy", "kappa_quadratic")},
+                     "against_C1": compare_predictions(rows, rows, shipped, n_resamples=resamples, candidate_key=ratings)}
+        print(f"{form}: context {name} {served['zone_mae']:.4f} / {served['global_mae']:.3f}", flush=True)
+    return out
 
 
 if __name__ == "__main__":
