@@ -345,8 +345,9 @@ def cross_validate_features(
             _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
             stages = {"": ZoneContextRating().fit(inner_tta, scores[train])}
             for c in other_context_c:
-                stages[f"_{context_variant_name(c)}"] = ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
-                log[f"context_C_{context_variant_name(c)}"] = stages[f"_{context_variant_name(c)}"].c
+                name = context_variant_name(c)
+                stages[f"_{name}"] = ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
+                log[f"context_C_{name}"] = stages[f"_{name}"].c
             for suffix, stage in stages.items():
                 for row, rated, rated_tta in zip(rows, *(stage.ratings(p) for p in probabilities)):
                     row[f"scores_context{suffix}"], row[f"scores_context{suffix}_tta"] = rated.tolist(), rated_tta.tolist()

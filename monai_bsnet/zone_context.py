@@ -36,7 +36,8 @@ from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "context_inputs", "ratings_with_sum", "choose_context_strength", "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
+__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "context_inputs", "ratings_with_sum", "choose_context_strength", "ZoneContextRating",
+           "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
@@ -182,13 +183,18 @@ def choose_context_strength(
     """The ``C`` of ``c_grid`` whose served ratings (:meth:`ZoneContextRating.ratings`, held to the first
     stage's sum) have the lowest zone MAE in a patient-grouped ``n_splits``-fold cross-validation of
     the images (probabilities (N, 6, 4), scores (N, 6), patient ``groups`` (N,)); a tie keeps 1, the
-    shipped strength. Returns it and each candidate's zone MAE.
+    shipped strength, as do rows too few to split (one patient, or a split whose training rows have one
+    score). Returns it and each candidate's zone MAE (none where nothing was chosen).
 
     Why the served ratings and not the log-likelihood: the stage's probabilities are only ever read
     through those ratings, and the strength that rates best is what the choice is for.
     """
     p, y, groups = np.asarray(probabilities, dtype=np.float64), np.asarray(scores, dtype=np.int64), np.asarray(groups)
+    if len(set(groups.tolist())) < 2:
+        return 1.0, {}
     splits = list(GroupKFold(min(n_splits, len(set(groups.tolist())))).split(p, groups=groups))
+    if any(len(np.unique(y[train])) < 2 for train, _ in splits):  # a few images of one score: nothing to choose on
+        return 1.0, {}
     errors = {}
     for c in c_grid:
         absolute = 0.0

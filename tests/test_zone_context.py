@@ -108,7 +108,7 @@ def test_the_context_stage_learns_from_the_other_zones_and_keeps_the_first_stage
         ZoneContextRating().fit(train_p, np.zeros_like(train_y))
 
 
-def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and_is_stored():
+def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and_is_stored(tmp_path):
     """``ZoneContextRating(None)`` chooses its C by a patient-grouped cross-validation of its served ratings,
     refits at it on all rows, and keeps both in the stored stage."""
     from sklearn.model_selection import GroupKFold
@@ -129,6 +129,12 @@ def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and
     np.testing.assert_allclose(stage.probabilities(probabilities), ZoneContextRating(c).fit(probabilities, scores).probabilities(probabilities))
     stored = stage.to_dict()
     assert stored["C"] == c and stored["C_cross_validated_zone_mae"] == {str(k): v for k, v in errors.items()}
+    assert ZoneContextRating.load(stage.save(tmp_path / CONTEXT_FILE)).c == c
+    # too few rows to choose on (one patient; a split whose training rows have one score): the shipped strength
+    assert choose_context_strength(probabilities, scores, np.zeros(120)) == (1.0, {})
+    one_score = np.ones_like(scores)
+    one_score[:2] = 3  # the images of the first patient alone have another score
+    assert choose_context_strength(probabilities, one_score, groups) == (1.0, {})
 
 
 def test_the_nested_cross_validation_rates_with_other_strengths_from_the_same_first_stage():
