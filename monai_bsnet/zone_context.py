@@ -190,9 +190,10 @@ def choose_context_strength(
     through those ratings, and the strength that rates best is what the choice is for.
     """
     p, y, groups = np.asarray(probabilities, dtype=np.float64), np.asarray(scores, dtype=np.int64), np.asarray(groups)
-    if len(set(groups.tolist())) < 2:
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
         return 1.0, {}
-    splits = list(GroupKFold(min(n_splits, len(set(groups.tolist())))).split(p, groups=groups))
+    splits = list(GroupKFold(min(n_splits, n_groups)).split(p, groups=groups))
     if any(len(np.unique(y[train])) < 2 for train, _ in splits):  # a few images of one score: nothing to choose on
         return 1.0, {}
     errors = {}

@@ -138,12 +138,7 @@ def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and
 
 
 def test_the_nested_cross_validation_rates_with_other_strengths_from_the_same_first_stage():
-    rng = np.random.default_rng(2)
-    severity = rng.uniform(0, 3, size=(30, 1))
-    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(30, 6))), 0, 3).astype(int)
-    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
-              "label_junior": s.tolist()} for i, s in enumerate(scores)]
-    features = pooled_features(scores, 1)
+    items, scores, features = severity_items(2)
     rows, folds = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1), with_context=True, other_context_c=(1.0, None))
     for row in rows:
         # C = 1 by name is the shipped stage; every variant keeps the first stage's global score
@@ -179,6 +174,17 @@ def pooled_features(scores: np.ndarray, seed: int) -> np.ndarray:
     return features
 
 
+def severity_items(seed: int, n: int = 30) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """``n`` one-image patients whose zone scores share an image-level severity: their items, scores (n, 6)
+    and pooled vectors (:func:`pooled_features`)."""
+    rng = np.random.default_rng(seed)
+    severity = rng.uniform(0, 3, size=(n, 1))
+    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(n, 6))), 0, 3).astype(int)
+    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
+              "label_junior": s.tolist()} for i, s in enumerate(scores)]
+    return items, scores, pooled_features(scores, 1)
+
+
 def test_the_inner_out_of_fold_probabilities_come_from_fits_without_the_image():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, size=(16, 6))
@@ -202,12 +208,7 @@ def test_the_inner_out_of_fold_probabilities_come_from_fits_without_the_image():
 
 
 def test_the_nested_cross_validation_rates_every_image_once_and_keeps_the_pooled_heads_global_score():
-    rng = np.random.default_rng(1)
-    severity = rng.uniform(0, 3, size=(30, 1))
-    scores = np.clip(np.rint(severity + rng.normal(0, 0.5, size=(30, 6))), 0, 3).astype(int)
-    items = [{"filename": f"{i}.png", "image": f"{i}.png", "patient_id": f"p{i}", "label": s.tolist(), "label_senior": s.tolist(),
-              "label_junior": s.tolist()} for i, s in enumerate(scores)]
-    features = pooled_features(scores, 1)
+    items, scores, features = severity_items(1)
     rows, folds = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1), with_context=True)
     assert sorted(row["filename"] for row in rows) == sorted(item["filename"] for item in items) and len(folds) == 3
     plain_rows, _ = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1))
