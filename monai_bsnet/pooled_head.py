@@ -41,7 +41,7 @@ from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling, Zone
 from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.transforms import mirror_average, swap_zone_sides
-from monai_bsnet.zone_context import ZoneContextRating
+from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES
 
 __all__ = [
@@ -343,7 +343,8 @@ def cross_validate_features(
         rows = prediction_rows([items[i] for i in test], k, *probabilities)
         if with_context:
             _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
-            stages = {"": ZoneContextRating().fit(inner_tta, scores[train])}
+            stages = {"": ZoneContextRating(SERVED_CONTEXT_C).fit(inner_tta, scores[train], groups[train])}
+            log["context_C"] = stages[""].c
             for c in other_context_c:
                 name = context_variant_name(c)
                 stages[f"_{name}"] = ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
@@ -497,10 +498,10 @@ def refit_final_pooled_head(
     _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, range(len(features)), c)
     fitted_for = stage_fingerprint(cache.bsnet, scoring=True)
     if context_path is not None:
-        stage = ZoneContextRating().fit(inner_tta, scores)
+        stage = ZoneContextRating(SERVED_CONTEXT_C).fit(inner_tta, scores, groups)
         stage.fitted_for = fitted_for
         stage.save(context_path)
-        log["zone_context"] = {"fitted_on": len(features), "seconds": round(time.perf_counter() - start, 1)}
+        log["zone_context"] = {"fitted_on": len(features), "C": stage.c, "seconds": round(time.perf_counter() - start, 1)}
     if len(cohen_rows):
         cohen = fit_samples["cohen"][cohen_rows]
         mapping = CohenSeverityMapping(fitted_for=fitted_for).fit(inner_tta[cohen_rows], cohen[:, 0], cohen[:, 1])

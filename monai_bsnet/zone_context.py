@@ -36,8 +36,8 @@ from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "context_inputs", "ratings_with_sum", "choose_context_strength", "ZoneContextRating",
-           "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
+__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "SERVED_CONTEXT_C", "context_inputs", "ratings_with_sum", "choose_context_strength",
+           "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
@@ -45,6 +45,11 @@ CONTEXT_FILE = "zone_context.json"
 #: The L2 strengths (scikit-learn's ``C``) :func:`choose_context_strength` chooses from; 1 is the stop-26
 #: screen's, which a tie keeps.
 CONTEXT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+#: The strength of the served stage, wherever it is fitted (the recipe's ``context`` step, the app's refit,
+#: the nested cross-validation's ``with_context``): None, chosen on the rows it is fitted on
+#: (``bundle/docs/experiments.md``, "The zone context stage's strength chosen on its own rows?").
+SERVED_CONTEXT_C: float | None = None
 
 #: Probabilities are clipped here before their logarithm (a score the first stage never gives has 0).
 _FLOOR = 1e-6

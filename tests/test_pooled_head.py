@@ -21,7 +21,7 @@ from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling
 from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.severity import CohenSeverityMapping
-from monai_bsnet.zone_context import ZoneContextRating, rating_beside
+from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating, rating_beside
 from monai_bsnet.pooled_head import (
     PooledFeatureCache,
     choose_refit_strength,
@@ -285,7 +285,8 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     assert stage.fitted_for == stage_fingerprint(untrained_bsnet, scoring=True)
     groups = np.array(["fit:a", "fit:a", "fit:b", "fit:b", "site:p11", "site:p12"])
     _, inner_tta = inner_out_of_fold_probabilities(together, scores, groups, range(6), 0.1)
-    expected_stage = ZoneContextRating().fit(inner_tta, scores)
+    expected_stage = ZoneContextRating(SERVED_CONTEXT_C).fit(inner_tta, scores, groups)
+    assert stage.c == expected_stage.c == log["zone_context"]["C"]
     probe = np.random.default_rng(0).dirichlet(np.ones(4), size=(5, 6))
     np.testing.assert_allclose(stage.probabilities(probe), expected_stage.probabilities(probe), atol=1e-6)
     # Cohen's mapping, fitted again on the same probabilities of the kept images that have Cohen scores

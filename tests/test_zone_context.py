@@ -141,10 +141,10 @@ def test_the_nested_cross_validation_rates_with_other_strengths_from_the_same_fi
     items, scores, features = severity_items(2)
     rows, folds = cross_validate_features(items, features, n_folds=3, c_grid=(0.01, 0.1), with_context=True, other_context_c=(1.0, None))
     for row in rows:
-        # C = 1 by name is the shipped stage; every variant keeps the first stage's global score
-        assert row["scores_context_C1_tta"] == row["scores_context_tta"] and row["scores_context_C1"] == row["scores_context"]
-        assert sum(row["scores_context_chosen_C_tta"]) == sum(row["scores_context_tta"])
-    assert all(fold["context_C_C1"] == 1.0 and fold["context_C_chosen_C"] in CONTEXT_C_GRID for fold in folds)
+        # the served stage's strength is chosen, so "chosen" by name is the served one; every variant keeps the first stage's global score
+        assert row["scores_context_chosen_C_tta"] == row["scores_context_tta"] and row["scores_context_chosen_C"] == row["scores_context"]
+        assert sum(row["scores_context_C1_tta"]) == sum(row["scores_context_tta"])
+    assert all(fold["context_C_C1"] == 1.0 and fold["context_C"] == fold["context_C_chosen_C"] in CONTEXT_C_GRID for fold in folds)
 
 
 def test_a_stage_marked_for_another_scoring_stage_is_refused_beside_the_weights(tmp_path, untrained_bsnet, caplog):

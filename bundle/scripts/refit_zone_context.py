@@ -48,7 +48,7 @@ from monai_bsnet.pooled_head import (
     choose_regularisation, fit_zone_regression, inner_out_of_fold_probabilities, regression_probabilities, zone_samples,
 )
 from monai_bsnet.severity import CohenSeverityMapping
-from monai_bsnet.zone_context import ZoneContextRating, ratings_with_sum
+from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating, ratings_with_sum
 
 RATINGS = ("median", "keep", "refit")
 COHEN = ("constant", "keep", "refit", "site")
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         public, site = halves(np.asarray(train_rows), groups, k)
         c_prior, _ = choose_regularisation(features, senior, groups, public)
         _, public_tta = inner_out_of_fold_probabilities(features, senior, groups, public, c_prior)
-        kept = ZoneContextRating().fit(public_tta, senior[public])
+        kept = ZoneContextRating(SERVED_CONTEXT_C).fit(public_tta, senior[public], groups[public])
         # Cohen's scores: the public half's scored images (first in the refit's images, so the same positions)
         public_cohen = has_cohen[public]
         kept_mapping = fit_mapping(public_tta[public_cohen], cohen[public][public_cohen])
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                 _, test_tta = regression_probabilities(refit, features, test_rows)
                 totals = median_scores(test_tta).sum(-1)
                 _, refit_tta = inner_out_of_fold_probabilities(features, own_labels, groups, refit_images, SHIPPED_C)
-                stages = {"keep": kept, "refit": ZoneContextRating().fit(refit_tta, own_labels[refit_images])}
+                stages = {"keep": kept, "refit": ZoneContextRating(SERVED_CONTEXT_C).fit(refit_tta, own_labels[refit_images], groups[refit_images])}
                 out = {"median": median_scores(test_tta), **{m: ratings_with_sum(s.probabilities(test_tta), totals) for m, s in stages.items()}}
                 for m in RATINGS:
                     ratings[rater, n, m][test_rows] = out[m]

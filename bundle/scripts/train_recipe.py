@@ -361,13 +361,14 @@ def step_context(args, sched, models: Path) -> dict:
     """The zone context stage of the pooled head (:mod:`monai_bsnet.zone_context`), fitted on what the
     head gives images it was not fitted on: ``cv:pooled``'s out-of-fold probabilities, as served (with
     mirror TTA). Its nested cross-validation is ``bundle/scripts/zone_context_experiment.py``'s."""
-    from monai_bsnet.zone_context import CONTEXT_FILE, ZoneContextRating
+    from monai_bsnet.zone_context import CONTEXT_FILE, SERVED_CONTEXT_C, ZoneContextRating
 
     source = args.logs / f"cv_{POOLED}_predictions.json"
     if not source.is_file():
         raise SystemExit(f"the context step fits on {source}: run cv:{POOLED} first")
     predictions = json.loads(source.read_text())
-    stage = ZoneContextRating().fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]), np.array([p["label_senior"] for p in predictions]))
+    stage = ZoneContextRating(SERVED_CONTEXT_C).fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]),
+                                                    np.array([p["label_senior"] for p in predictions]), np.array([p["patient_id"] for p in predictions]))
     stage.fitted_for = shipped_classifier_fingerprint(models)
     stage.save(models / CONTEXT_FILE)
     return {"fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(predictions), "stage": stage.to_dict()}
