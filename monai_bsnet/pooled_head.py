@@ -53,6 +53,7 @@ __all__ = [
     "fit_zone_regression",
     "regression_to_classifier",
     "choose_regularisation",
+    "regularisation_search",
     "inner_splits",
     "inner_out_of_fold_probabilities",
     "regression_probabilities",
@@ -221,17 +222,33 @@ def inner_out_of_fold_probabilities(
     return out[0], out[1]
 
 
+def regularisation_search(
+    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float] = C_GRID, n_splits: int = 4
+) -> tuple[float, dict[float, float], tuple[np.ndarray, np.ndarray]]:
+    """:func:`choose_regularisation`'s ``c`` and every candidate's zone MAE, and the chosen ``c``'s plain and
+    mirror-TTA probabilities of ``images`` from the same inner fits: those of
+    :func:`inner_out_of_fold_probabilities` at ``c``, which the stages fitted on what the head says of
+    unseen images (the zone context stage, Cohen's mapping) read. Fitting them again would cost about a
+    quarter of a nested cross-validation."""
+    images = np.asarray(images)
+    position = {n: i for i, n in enumerate(images)}
+    out = {c: np.zeros((2, len(images), NUM_ZONES, NUM_SCORES)) for c in c_grid}
+
+    def predict(train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
+        regression = fit_zone_regression(*zone_samples(features, scores, train, range(features.shape[1])), c)
+        out[c][:, [position[n] for n in test]] = probabilities = regression_probabilities(regression, features, test)
+        return probabilities[0]
+
+    c, errors = _grouped_search(predict, scores, groups, images, c_grid, n_splits)
+    return c, errors, (out[c][0], out[c][1])
+
+
 def choose_regularisation(
     features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float] = C_GRID, n_splits: int = 4
 ) -> tuple[float, dict[float, float]]:
     """The ``c`` of ``c_grid`` with the lowest zone MAE (median rating) in a patient-grouped
     ``n_splits``-fold cross-validation of ``images``; and every candidate's zone MAE."""
-
-    def predict(train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
-        regression = fit_zone_regression(*zone_samples(features, scores, train, range(features.shape[1])), c)
-        return regression_probabilities(regression, features, test)[0]
-
-    return _grouped_search(predict, scores, groups, images, c_grid, n_splits)
+    return regularisation_search(features, scores, groups, images, c_grid, n_splits)[:2]
 
 
 def refit_towards(prior: LinearZoneClassifier, x: np.ndarray, y: np.ndarray, c: float) -> LinearZoneClassifier:
@@ -300,14 +317,17 @@ def scores_and_groups(items: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, n
     return np.array([list(item["label"]) for item in items]), np.array(patient_groups(items))
 
 
-def fit_pooled_regression(features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]) -> tuple[Pipeline, dict[str, Any]]:
+def fit_pooled_regression(
+    features: np.ndarray, scores: np.ndarray, groups: np.ndarray, images: Sequence[int], c_grid: Sequence[float]
+) -> tuple[Pipeline, dict[str, Any], tuple[np.ndarray, np.ndarray]]:
     """The pooled head's regression fitted on ``images`` (positions), its C chosen by
-    :func:`choose_regularisation` among them; and the fit's log (chosen C, inner errors, seconds)."""
+    :func:`regularisation_search` among them; the fit's log (chosen C, inner errors, seconds); and the
+    inner out-of-fold (plain, TTA) probabilities of ``images`` at that C, from the fits that chose it."""
     start = time.perf_counter()
-    c, errors = choose_regularisation(features, scores, groups, images, c_grid)
+    c, errors, inner = regularisation_search(features, scores, groups, images, c_grid)
     regression = fit_zone_regression(*zone_samples(features, scores, images, range(features.shape[1])), c)
     log = {"n_train": len(images), "chosen_C": c, "inner_zone_mae": {str(k): v for k, v in errors.items()}, "fit_seconds": round(time.perf_counter() - start, 1)}
-    return regression, log
+    return regression, log, inner
 
 
 def context_variant_name(c: float | None) -> str:
@@ -325,8 +345,8 @@ def cross_validate_features(
     :func:`~monai_bsnet.cross_validation.prediction_rows` and each fold's log (chosen C, inner errors).
 
     With ``with_context``, the zone context stage (:mod:`monai_bsnet.zone_context`) too, nested: in each
-    outer fold the pooled head is refitted at its chosen C on the inner splits that chose C, which gives
-    out-of-fold TTA probabilities of the training images; the stage is fitted on those alone and rates the
+    outer fold the inner fits that chose the pooled head's C, at that C, give out-of-fold TTA
+    probabilities of the training images; the stage is fitted on those alone and rates the
     held-out images (rows gain ``scores_context`` from the plain probabilities and ``scores_context_tta``
     from the TTA ones), their sums held to the pooled head's. No held-out label reaches either stage.
     Each strength of ``other_context_c`` (None: chosen on those rows, :func:`~monai_bsnet.zone_context.choose_context_strength`)
@@ -337,12 +357,11 @@ def cross_validate_features(
     predictions: list[dict[str, Any]] = []
     folds_log = []
     for k, (train, test) in enumerate(patient_fold_indices(items, n_folds, seed)):
-        regression, log = fit_pooled_regression(features, scores, groups, train, c_grid)
+        regression, log, (_, inner_tta) = fit_pooled_regression(features, scores, groups, train, c_grid)
         log.update(n_test=len(test), fold=k)
         probabilities = regression_probabilities(regression, features, test)
         rows = prediction_rows([items[i] for i in test], k, *probabilities)
         if with_context:
-            _, inner_tta = inner_out_of_fold_probabilities(features, scores, groups, train, log["chosen_C"])
             stages = {"": ZoneContextRating(SERVED_CONTEXT_C).fit(inner_tta, scores[train], groups[train])}
             log["context_C"] = stages[""].c
             for c in other_context_c:
@@ -397,7 +416,7 @@ def fit_final_pooled_head(
     cache.build(items)
     features = pooled_zone_features(cache, items)
     scores, groups = scores_and_groups(items)
-    regression, log = fit_pooled_regression(features, scores, groups, range(len(items)), c_grid)
+    regression, log, _ = fit_pooled_regression(features, scores, groups, range(len(items)), c_grid)
     head: ZoneScoringHead = cache.bsnet.scoring.with_zone_classifier("pooled_linear")
     head.share_classifier(regression_to_classifier(regression))
     cache.bsnet.scoring = head

@@ -26,6 +26,7 @@ from monai_bsnet.pooled_head import (
     PooledFeatureCache,
     choose_refit_strength,
     choose_regularisation,
+    regularisation_search,
     classifier_probabilities,
     cross_validate_pooled_head,
     fit_final_pooled_head,
@@ -137,6 +138,13 @@ def test_the_regularisation_is_chosen_by_grouped_cross_validation():
     groups = np.array([f"p{i // 2}" for i in range(12)])
     c, errors = choose_regularisation(features, scores, groups, range(12), c_grid=(1e-4, 10.0))
     assert c == 10.0 and errors[10.0] < errors[1e-4]
+    # the search keeps the chosen C's inner out-of-fold probabilities: the same as fitting the inner splits again
+    images = np.arange(1, 12)
+    searched_c, searched_errors, (plain, tta) = regularisation_search(features, scores, groups, images, c_grid=(1e-4, 10.0))
+    assert (searched_c, searched_errors) == choose_regularisation(features, scores, groups, images, c_grid=(1e-4, 10.0))
+    again = inner_out_of_fold_probabilities(features, scores, groups, images, searched_c)
+    np.testing.assert_array_equal(plain, again[0])
+    np.testing.assert_array_equal(tta, again[1])
 
 
 def test_cross_validation_of_the_pooled_head_scores_every_image_once(tmp_path, scored_samples, untrained_bsnet):

@@ -45,7 +45,7 @@ from monai_bsnet.data.cohen import COHEN_SCORES
 from monai_bsnet.metrics import METRICS
 from monai_bsnet.zones import median_scores
 from monai_bsnet.pooled_head import (
-    choose_regularisation, fit_zone_regression, inner_out_of_fold_probabilities, regression_probabilities, zone_samples,
+    fit_zone_regression, inner_out_of_fold_probabilities, regression_probabilities, regularisation_search, zone_samples,
 )
 from monai_bsnet.severity import CohenSeverityMapping
 from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating, ratings_with_sum
@@ -82,8 +82,7 @@ def main(argv=None) -> int:
     folds = []
     for k, (train_rows, test_rows) in enumerate(patient_fold_indices(items, args.folds)):
         public, site = halves(np.asarray(train_rows), groups, k)
-        c_prior, _ = choose_regularisation(features, senior, groups, public)
-        _, public_tta = inner_out_of_fold_probabilities(features, senior, groups, public, c_prior)
+        c_prior, _, (_, public_tta) = regularisation_search(features, senior, groups, public)
         kept = ZoneContextRating(SERVED_CONTEXT_C).fit(public_tta, senior[public], groups[public])
         # Cohen's scores: the public half's scored images (first in the refit's images, so the same positions)
         public_cohen = has_cohen[public]
