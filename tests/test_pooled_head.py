@@ -21,6 +21,7 @@ from monai_bsnet.networks.scoring import ZoneScoringHead
 from monai_bsnet.networks.scoring import LinearZoneClassifier, ZonePooling
 from monai_bsnet.networks.weights import stage_fingerprint
 from monai_bsnet.severity import CohenSeverityMapping
+from monai_bsnet.training import patient_groups
 from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating, rating_beside
 from monai_bsnet.pooled_head import (
     PooledFeatureCache,
@@ -185,8 +186,9 @@ def test_the_recipe_script_fits_and_ships_the_pooled_head(tmp_path, shared_data)
     rows = json.loads((tmp_path / "logs" / "cv_pooled_predictions.json").read_text())
     stage = rating_beside(models / "model.pt")
     assert stage is not None and stage.fitted_on == 8 == json.loads((tmp_path / "logs" / "context.json").read_text())["n"]
-    refitted = ZoneContextRating().fit(np.array([r["probabilities_tta"] for r in rows]), np.array([r["label_senior"] for r in rows]))
     probabilities = np.array([r["probabilities_tta"] for r in rows])
+    refitted = ZoneContextRating(SERVED_CONTEXT_C).fit(probabilities, np.array([r["label_senior"] for r in rows]), np.array(patient_groups(rows)))
+    assert stage.c == refitted.c  # its strength chosen on the same rows, their patients kept apart
     np.testing.assert_allclose(stage.probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-12)
     assert stage.fitted_for == stage_fingerprint(shipped, scoring=True)  # served only with this zone classifier
 
@@ -308,7 +310,7 @@ def test_a_refit_joins_the_labelled_images_to_the_samples_the_head_was_fitted_on
     log = refit_final_pooled_head(scored_samples[4:], cache, {**kept, "cohen": np.full((4, 2), np.nan)}, cohen_path=tmp_path / "cohen.json")
     assert "cohen" not in log and not (tmp_path / "cohen.json").exists()
     _, per_image = inner_out_of_fold_probabilities(together, scores, np.arange(6), range(6), 0.1)
-    assert not np.allclose(ZoneContextRating().fit(per_image, scores).probabilities(probe), stage.probabilities(probe), atol=1e-3)
+    assert not np.allclose(ZoneContextRating(stage.c).fit(per_image, scores).probabilities(probe), stage.probabilities(probe), atol=1e-3)
 
     with torch.no_grad():  # other frozen stages: their pooled vectors do not mix with the kept ones
         untrained_bsnet.encoder.layer1[0].conv1.weight.mul_(2)

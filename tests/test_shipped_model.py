@@ -28,6 +28,7 @@ from monai_bsnet.pooled_head import (
     zone_samples,
 )
 from monai_bsnet.severity import mapping_beside
+from monai_bsnet.training import patient_groups
 from monai_bsnet.transforms import LoadCXR, cxr_preprocessing
 from monai_bsnet.zone_context import SERVED_CONTEXT_C, ZoneContextRating, rating_beside
 from monai_bsnet.zones import median_scores
@@ -82,7 +83,7 @@ def test_the_zone_context_stage_beside_the_weights_is_the_one_fitted_on_the_logg
     gives the same probabilities."""
     rows = json.loads((BUNDLE / "logs" / "cv_pooled_predictions.json").read_text())
     probabilities = np.array([r["probabilities_tta"] for r in rows])
-    refitted = ZoneContextRating(SERVED_CONTEXT_C).fit(probabilities, np.array([r["label_senior"] for r in rows]), np.array([r["patient_id"] for r in rows]))
+    refitted = ZoneContextRating(SERVED_CONTEXT_C).fit(probabilities, np.array([r["label_senior"] for r in rows]), np.array(patient_groups(rows)))
     assert rating_beside(WEIGHTS).c == refitted.c
     np.testing.assert_allclose(rating_beside(WEIGHTS).probabilities(probabilities), refitted.probabilities(probabilities), atol=1e-9)
 

@@ -49,7 +49,7 @@ import torch
 
 from monai_bsnet.cross_validation import RECIPES, ScoringRecipe, cross_validate, run_bundle_stage, train_scoring
 from monai_bsnet.data import brixia_public_datalist, cohen_scores_of, cohen_severity_datalist, lungseg_datalist
-from monai_bsnet.training import cpu_has_bfloat16
+from monai_bsnet.training import cpu_has_bfloat16, patient_groups
 from monai_bsnet.zones import median_scores
 
 SCHEDULES = {
@@ -367,8 +367,9 @@ def step_context(args, sched, models: Path) -> dict:
     if not source.is_file():
         raise SystemExit(f"the context step fits on {source}: run cv:{POOLED} first")
     predictions = json.loads(source.read_text())
+    # its strength chosen on these rows, each patient's images on one side (a row without a patient id alone)
     stage = ZoneContextRating(SERVED_CONTEXT_C).fit(np.array([p[SERVED_PROBABILITIES] for p in predictions]),
-                                                    np.array([p["label_senior"] for p in predictions]), np.array([p["patient_id"] for p in predictions]))
+                                                    np.array([p["label_senior"] for p in predictions]), np.array(patient_groups(predictions)))
     stage.fitted_for = shipped_classifier_fingerprint(models)
     stage.save(models / CONTEXT_FILE)
     return {"fitted_on_predictions": source.name, "fitted_on_key": SERVED_PROBABILITIES, "n": len(predictions), "stage": stage.to_dict()}

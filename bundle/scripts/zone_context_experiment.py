@@ -13,7 +13,9 @@ mirror TTA (paired patient bootstrap).
         --out bundle/logs/zone_context/seed0 [--seed 0] [--weights bundle/models/model.pt] [--context-c chosen 0.1]
 
 ``--context-c`` adds stages of other strengths (``chosen``: chosen on each fold's own rows) to the same
-first-stage fits, reported under ``other_context`` and compared with the shipped stage (C = 1).
+first-stage fits, reported under ``other_context`` and compared with the served stage (``against_served``; its C
+chosen on each fold's rows since 0.3.5, :data:`monai_bsnet.zone_context.SERVED_CONTEXT_C`; the logs of 0.3.4 and
+before call it ``against_C1``, the strength served then).
 
 About 7.5 min on two cores for the cache of the 138 images (resumable), then about 3 min of fits.
 """
@@ -64,13 +66,13 @@ def main(argv=None) -> int:
 
 
 def other_context_result(rows: list[dict], name: str, resamples: int) -> dict:
-    """The served ratings of the stage ``name`` (plain and TTA), measured and compared with the shipped stage's."""
+    """The served ratings of the stage ``name`` (plain and TTA), measured and compared with the served stage's."""
     out = {}
-    for form, (_, shipped) in FORMS.items():
-        ratings = shipped.replace("scores_context", f"scores_context_{name}")
+    for form, (_, served_key) in FORMS.items():
+        ratings = served_key.replace("scores_context", f"scores_context_{name}")
         served = brixia_metrics([row[ratings] for row in rows], [row["label_senior"] for row in rows])
         out[form] = {**{k: served[k] for k in ("zone_mae", "global_mae", "zone_accuracy", "kappa_quadratic")},
-                     "against_C1": compare_predictions(rows, rows, shipped, n_resamples=resamples, candidate_key=ratings)}
+                     "against_served": compare_predictions(rows, rows, served_key, n_resamples=resamples, candidate_key=ratings)}
         print(f"{form}: context {name} {served['zone_mae']:.4f} / {served['global_mae']:.3f}", flush=True)
     return out
 
