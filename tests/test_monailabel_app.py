@@ -418,6 +418,8 @@ def test_the_shipped_model_is_retrained_by_a_refit_that_learns_the_saved_scores(
     assert stats["zone_context"]["fitted_on"] == 142
     stage = ZoneContextRating.load(published.with_name("zone_context.json"))
     assert stage.fitted_for == stage_fingerprint(load_weights(BSNet(), published), scoring=True)
+    # its strength chosen on those 142 rows (a patient-grouped cross-validation), as the recipe's context step does
+    assert stats["zone_context"]["C"] == stage.c and len(json.loads(published.with_name("zone_context.json").read_text())["C_cross_validated_zone_mae"]) == 5
     # and Cohen et al.'s mapping, on the same probabilities of the 55 public images with Cohen scores
     mapping = CohenSeverityMapping.load(published.with_name("cohen_severity.json"))
     assert stats["cohen"]["fitted_on"] == mapping.fitted_on == 55 and mapping.fitted_for == stage.fitted_for

@@ -227,8 +227,8 @@ class BrixiaScoringTrain(BasicTrainTask):
         output_dir.mkdir(parents=True, exist_ok=True)
         stage, cohen = output_dir / CONTEXT_FILE, output_dir / MAPPING_FILE
         log = refit_final_pooled_head(usable, cache, load_fit_samples(samples), c=None if c in (None, "") else float(c), context_path=stage, cohen_path=cohen)
-        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s; zone context stage in %.1f s; Cohen's mapping on %d images",
-                    log["n_train"], log["n_fit_samples_images"], log["C"], log["fit_seconds"], log["zone_context"]["seconds"],
+        logger.info("refitted on %d labelled and %d public images, C %s, in %.1f s; zone context stage (C %s) in %.1f s; Cohen's mapping on %d images",
+                    log["n_train"], log["n_fit_samples_images"], log["C"], log["fit_seconds"], log["zone_context"]["C"], log["zone_context"]["seconds"],
                     log.get("cohen", {}).get("fitted_on", 0))
         torch.save(bsnet.state_dict(), output_dir / "model.pt")
         # the fitted files first: until the new weights replace the old, they are refused as fitted for another classifier
