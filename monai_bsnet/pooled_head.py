@@ -366,7 +366,8 @@ def cross_validate_features(
             log["context_C"] = stages[""].c
             for c in other_context_c:
                 name = context_variant_name(c)
-                stages[f"_{name}"] = ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
+                # the served strength by name is the served stage: not fitted (and its strength searched) twice
+                stages[f"_{name}"] = stages[""] if c == SERVED_CONTEXT_C else ZoneContextRating(c).fit(inner_tta, scores[train], groups[train])
                 log[f"context_C_{name}"] = stages[f"_{name}"].c
             for suffix, stage in stages.items():
                 for row, rated, rated_tta in zip(rows, *(stage.ratings(p) for p in probabilities)):

@@ -36,15 +36,18 @@ from monai_bsnet.networks.weights import fitted_file_beside
 from monai_bsnet.writers import write_json
 from monai_bsnet.zones import NUM_SCORES, NUM_ZONES, median_scores
 
-__all__ = ["CONTEXT_FILE", "CONTEXT_C_GRID", "SERVED_CONTEXT_C", "context_inputs", "ratings_with_sum", "choose_context_strength",
+__all__ = ["CONTEXT_FILE", "DEFAULT_CONTEXT_C", "CONTEXT_C_GRID", "SERVED_CONTEXT_C", "context_inputs", "ratings_with_sum", "choose_context_strength",
            "ZoneContextRating", "rating_beside", "served_ratings", "serving", "ServedZoneRatingd"]
 
 #: File name of the fitted stage that ships beside the weights (``bundle/models/zone_context.json``).
 CONTEXT_FILE = "zone_context.json"
 
-#: The L2 strengths (scikit-learn's ``C``) :func:`choose_context_strength` chooses from; 1 is the stop-26
-#: screen's, which a tie keeps.
-CONTEXT_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+#: The stage's L2 strength (scikit-learn's ``C``) where none is chosen: the stop-26 screen's, which
+#: :func:`choose_context_strength` keeps on a tie and where the rows are too few to choose on.
+DEFAULT_CONTEXT_C = 1.0
+
+#: The L2 strengths :func:`choose_context_strength` chooses from.
+CONTEXT_C_GRID = (0.001, 0.01, 0.1, DEFAULT_CONTEXT_C, 10.0)
 
 #: The strength of the served stage, wherever it is fitted (the recipe's ``context`` step, the app's refit,
 #: the nested cross-validation's ``with_context``): None, chosen on the rows it is fitted on, since 0.3.5
@@ -111,7 +114,7 @@ class ZoneContextRating:
     stage for a network with another one.
     """
 
-    def __init__(self, c: float | None = 1.0) -> None:
+    def __init__(self, c: float | None = DEFAULT_CONTEXT_C) -> None:
         self.c = c
         self.strength_errors: dict[float, float] = {}
         self.arrays: dict[str, np.ndarray] = {}
@@ -188,8 +191,8 @@ def choose_context_strength(
 ) -> tuple[float, dict[float, float]]:
     """The ``C`` of ``c_grid`` whose served ratings (:meth:`ZoneContextRating.ratings`, held to the first
     stage's sum) have the lowest zone MAE in a patient-grouped ``n_splits``-fold cross-validation of
-    the images (probabilities (N, 6, 4), scores (N, 6), patient ``groups`` (N,)); a tie keeps 1, the
-    shipped strength, as do rows too few to split (one patient, or a split whose training rows have one
+    the images (probabilities (N, 6, 4), scores (N, 6), patient ``groups`` (N,)); a tie with it keeps
+    :data:`DEFAULT_CONTEXT_C` (1), as do rows too few to split (one patient, or a split whose training rows have one
     score). Returns it and each candidate's zone MAE (none where nothing was chosen).
 
     Why the served ratings and not the log-likelihood: the stage's probabilities are only ever read
@@ -198,17 +201,17 @@ def choose_context_strength(
     p, y, groups = np.asarray(probabilities, dtype=np.float64), np.asarray(scores, dtype=np.int64), np.asarray(groups)
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
-        return 1.0, {}
+        return DEFAULT_CONTEXT_C, {}
     splits = list(GroupKFold(min(n_splits, n_groups)).split(p, groups=groups))
     if any(len(np.unique(y[train])) < 2 for train, _ in splits):  # a few images of one score: nothing to choose on
-        return 1.0, {}
+        return DEFAULT_CONTEXT_C, {}
     errors = {}
     for c in c_grid:
         absolute = 0.0
         for train, test in splits:
             absolute += np.abs(ZoneContextRating(c).fit(p[train], y[train]).ratings(p[test]) - y[test]).sum()
         errors[c] = round(absolute / y.size, 4)
-    return min(c_grid, key=lambda c: (errors[c], c != 1.0)), errors
+    return min(c_grid, key=lambda c: (errors[c], c != DEFAULT_CONTEXT_C)), errors
 
 
 def rating_beside(weights: str | os.PathLike, network: torch.nn.Module | None = None) -> ZoneContextRating | None:
