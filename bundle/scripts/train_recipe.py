@@ -29,7 +29,20 @@ team's ``../shared/data``). ``--schedule cpu`` keeps the GPU recipe but with the
 two-core machine can sustain (stage c alone then takes hours per fold); ``cpu_cached`` trains the
 head-only variants of stage c on cached outputs of the frozen stages (``monai_bsnet.frozen_head``:
 each image in 6 fixed copies, 2 random draws and their mirrors, instead of a fresh draw per epoch),
-about 9 min per fold on two cores; ``smoke`` and ``smoke_cached`` are the tiny runs the tests use.
+about 9 min per fold on two cores; ``cpu_long`` trains stage a from scratch for 60 epochs on a CPU (about
+2.8 min per epoch on two cores under bfloat16, with glibc's allocator keeping freed memory, below);
+``smoke`` and ``smoke_cached`` are the tiny runs the tests use.
+
+On Linux, stage a's large activations are freed and allocated again at every step, and glibc returns
+them to the system each time: with the default allocator settings about half of a CPU step went to
+page faults (15 s instead of 6.5 s per step of 16 images at 512 px on two cores, with two loader
+processes). Keeping freed memory removes that::
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
+        python bundle/scripts/train_recipe.py ... --schedule cpu_long segmentation
+
+The process then keeps its peak memory (about 12 GB for stage a), so use it without data-loading
+processes (``cpu_long`` has none): each forked one would copy that heap.
 """
 
 from __future__ import annotations
@@ -62,8 +75,10 @@ SCHEDULES = {
     "cpu_cached": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.4,
                    "cached_draws": 2, "decoder_epochs": 10, "continuation_epochs": 16},
     # stage a from scratch for as long as the GPU run that reached 0.954 (60 epochs), on 2 cores under bfloat16
-    # (about 3 min per epoch): a run over several sessions, resumed from its last epoch checkpoint
-    "cpu_long": {"segmentation_epochs": 60, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.4,
+    # (about 2.8 min per epoch with glibc's allocator told to keep freed memory, see the module's docstring):
+    # a run over several sessions, resumed from its last epoch checkpoint. No loader processes: forked from a
+    # process whose heap is kept, they copy it (out of memory on 24 GB at the second epoch's validation).
+    "cpu_long": {"segmentation_epochs": 60, "alignment_epochs": 25, "num_workers": 0, "amp": False, "image_size": 512, "scale": 0.4,
                  "cached_draws": 2, "decoder_epochs": 10, "continuation_epochs": 16},
     "cpu": {"segmentation_epochs": 30, "alignment_epochs": 60, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.5, "decoder_epochs": 10, "continuation_epochs": 16},
     "smoke": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0, "decoder_epochs": 1, "continuation_epochs": 1},
