@@ -176,9 +176,10 @@ class ZoneContextRating:
             stage = cls(float(data["C"]))
             stage.arrays = {name: np.asarray(data[name], dtype=np.int64 if name == "classes" else np.float64)
                             for name in ("feature_mean", "feature_scale", "coef", "intercept", "classes")}
+            stage.strength_errors = {float(c): float(e) for c, e in data.get("C_cross_validated_zone_mae", {}).items()}
             stage.fitted_on = int(data.get("fitted_on", 0))
             stage.fitted_for = data.get("fitted_for")
-        except (KeyError, TypeError, ValueError) as error:
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: not a zone context stage of this version ({error!r})") from error
         inputs = NUM_SCORES + 1
         if stage.arrays["coef"].ndim != 2 or stage.arrays["coef"].shape[1] != inputs or len(stage.arrays["feature_mean"]) != inputs:

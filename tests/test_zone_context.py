@@ -129,7 +129,11 @@ def test_the_chosen_strength_is_the_grids_best_cross_validated_served_rating_and
     np.testing.assert_allclose(stage.probabilities(probabilities), ZoneContextRating(c).fit(probabilities, scores).probabilities(probabilities))
     stored = stage.to_dict()
     assert stored["C"] == c and stored["C_cross_validated_zone_mae"] == {str(k): v for k, v in errors.items()}
-    assert ZoneContextRating.load(stage.save(tmp_path / CONTEXT_FILE)).c == c
+    loaded = ZoneContextRating.load(stage.save(tmp_path / CONTEXT_FILE))
+    assert loaded.c == c and loaded.strength_errors == errors and loaded.to_dict() == stored  # the search is read back too
+    (tmp_path / CONTEXT_FILE).write_text(json.dumps({**stored, "C_cross_validated_zone_mae": [0.6, 0.5]}))
+    with pytest.raises(ValueError, match=f"{CONTEXT_FILE}: not a zone context stage"):
+        ZoneContextRating.load(tmp_path / CONTEXT_FILE)
     # too few rows to choose on (one patient; a split whose training rows have one score): the shipped strength
     assert choose_context_strength(probabilities, scores, np.zeros(120)) == (1.0, {})
     one_score = np.ones_like(scores)
