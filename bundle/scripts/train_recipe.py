@@ -98,11 +98,6 @@ SERVED_PROBABILITIES = "probabilities_tta"
 POOLED_DRAWS = 2
 
 
-#: Stage a's network in the channels-last memory layout: the same numbers, and on a CPU about twice as fast
-#: per image as the default layout (oneDNN's convolutions).
-CHANNELS_LAST_NETWORK = "$@network_def.to(@device, memory_format=torch.channels_last)"
-
-
 def _engine_settings(sched) -> dict:
     """The schedule's settings of a bundle training stage's engines: data-loading processes and precision."""
     return {"num_workers": sched["num_workers"], "amp": sched["amp"], "bfloat16": sched["bfloat16"]}
@@ -114,7 +109,7 @@ def step_segmentation(args, sched, models: Path) -> dict:
     result = run_bundle_stage(
         ["train.json", "train_segmentation.json"],
         {"datalist": train, "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "max_epochs": sched["segmentation_epochs"],
-         "batch_size": 16, "image_size": sched["image_size"], **_engine_settings(sched), "network": CHANNELS_LAST_NETWORK},
+         "batch_size": 16, "image_size": sched["image_size"], **_engine_settings(sched)},
     )
     result.update(train_seconds=round(time.perf_counter() - start, 1), bfloat16=sched["bfloat16"])
     result["test"] = segmentation_test_dice(args, models / "segmentation.pt", sched["image_size"])
@@ -192,7 +187,7 @@ def _continue_segmentation(args, sched, models: Path, stage: str, frozen_stages:
         {"datalist": train, "ckpt_dir": str(models), "output_dir": str(args.work / "logs"), "stage": stage,
          "best_ckpt": f"{stage}.pt", "init_ckpt": str(before), "init_required": True,
          "frozen_stages": frozen_stages, "max_epochs": epochs,
-         "learning_rate": 3e-4, "batch_size": 8, "image_size": sched["image_size"], **_engine_settings(sched), "network": CHANNELS_LAST_NETWORK},
+         "learning_rate": 3e-4, "batch_size": 8, "image_size": sched["image_size"], **_engine_settings(sched)},
     )
     result.update(train_seconds=round(time.perf_counter() - start, 1), n_train=len(train),
                   n_left_out_with_holes=sum(d["mask_has_holes"] for d in masks), frozen_stages=frozen_stages, bfloat16=sched["bfloat16"])
