@@ -30,7 +30,7 @@ two-core machine can sustain (stage c alone then takes hours per fold); ``cpu_ca
 head-only variants of stage c on cached outputs of the frozen stages (``monai_bsnet.frozen_head``:
 each image in 6 fixed copies, 2 random draws and their mirrors, instead of a fresh draw per epoch),
 about 9 min per fold on two cores; ``cpu_long`` trains stage a from scratch for 60 epochs on a CPU (about
-2.8 min per epoch on two cores under bfloat16, with glibc's allocator keeping freed memory, below);
+2.7 min per epoch on two cores under bfloat16, with glibc's allocator keeping freed memory, below);
 ``smoke`` and ``smoke_cached`` are the tiny runs the tests use.
 
 On Linux, stage a's large activations are freed and allocated again at every step, and glibc returns
@@ -75,7 +75,7 @@ SCHEDULES = {
     "cpu_cached": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.4,
                    "cached_draws": 2, "decoder_epochs": 10, "continuation_epochs": 16},
     # stage a from scratch for as long as the GPU run that reached 0.954 (60 epochs), on 2 cores under bfloat16
-    # (about 2.8 min per epoch with glibc's allocator told to keep freed memory, see the module's docstring):
+    # (about 2.7 min per epoch with glibc's allocator told to keep freed memory, see the module's docstring):
     # a run over several sessions, resumed from its last epoch checkpoint. No loader processes: forked from a
     # process whose heap is kept, they copy it (out of memory on 24 GB at the second epoch's validation).
     "cpu_long": {"segmentation_epochs": 60, "alignment_epochs": 25, "num_workers": 0, "amp": False, "image_size": 512, "scale": 0.4,
