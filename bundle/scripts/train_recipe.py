@@ -74,17 +74,15 @@ SCHEDULES = {
     # stage c on cached outputs of the frozen stages (monai_bsnet.frozen_head): 2 random draws per image
     "cpu_cached": {"segmentation_epochs": 15, "alignment_epochs": 25, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.4,
                    "cached_draws": 2, "decoder_epochs": 10, "continuation_epochs": 16},
-    # stage a from scratch for as long as the GPU run that reached 0.954 (60 epochs), on 2 cores under bfloat16
-    # (about 2.7 min per epoch with glibc's allocator told to keep freed memory, see the module's docstring):
-    # a run over several sessions, resumed from its last epoch checkpoint. No loader processes: forked from a
-    # process whose heap is kept, they copy it (out of memory on 24 GB at the second epoch's validation).
-    "cpu_long": {"segmentation_epochs": 60, "alignment_epochs": 25, "num_workers": 0, "amp": False, "image_size": 512, "scale": 0.4,
-                 "cached_draws": 2, "decoder_epochs": 10, "continuation_epochs": 16},
     "cpu": {"segmentation_epochs": 30, "alignment_epochs": 60, "num_workers": 2, "amp": False, "image_size": 512, "scale": 0.5, "decoder_epochs": 10, "continuation_epochs": 16},
     "smoke": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0, "decoder_epochs": 1, "continuation_epochs": 1},
     "smoke_cached": {"segmentation_epochs": 1, "alignment_epochs": 1, "num_workers": 0, "amp": False, "image_size": 64, "scale": 0.0,
                      "cached_draws": 1, "pooled_draws": 1, "decoder_epochs": 1, "continuation_epochs": 1},
 }
+
+# cpu_cached with stage a from scratch for as long as the GPU run that reached 0.954 (60 epochs), resumed
+# across sessions; no loader processes, as the allocator setting of the module's docstring needs
+SCHEDULES["cpu_long"] = {**SCHEDULES["cpu_cached"], "segmentation_epochs": 60, "num_workers": 0}
 
 
 #: The recipe fitted rather than trained: the pooled linear zone classifier (``monai_bsnet.pooled_head``),
