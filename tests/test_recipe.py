@@ -264,6 +264,49 @@ def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path
     assert rule("exact")["rule"]["passes"]
 
 
+def test_the_draw_set_comparison_judges_the_served_ratings_no_worse_than_the_baseline(tmp_path):
+    """The nested runs' served ratings (the zone context stage's zone scores): a candidate whose served zone MAE
+    is 2/72 higher on the mean passes ``no_worse`` with a margin of 0.03 and fails with 0.02; ``better`` fails it."""
+    truth = np.random.default_rng(4).integers(1, 3, (12, 6))
+    patients = [f"p{i}" for i in range(12)]
+    paths = {}
+    for name, wrong_rows in (("baseline", []), ("candidate", [0, 1])):  # the candidate is off by one in zone 0 of 2 of 12 images
+        rows = _prediction_rows(truth, truth, patients)
+        for i, row in enumerate(rows):
+            served = truth[i].copy()
+            served[0] += i in wrong_rows
+            row["scores_context"] = row["scores_context_tta"] = served.tolist()
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(rows))
+    plain_file = tmp_path / "no_served.json"
+    plain_file.write_text(json.dumps(_prediction_rows(truth, truth, patients)))
+
+    def decide(*options: str, candidate: Path = paths["candidate"]) -> subprocess.CompletedProcess:
+        out = tmp_path / "decision.json"
+        out.unlink(missing_ok=True)
+        pairs = [arg for label in ("seed 0", "seed 1") for arg in ("--pair", label, str(paths["baseline"]), str(candidate))]
+        return subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_draw_sets.py"), *pairs, "--resamples", "200",
+                               "--key", "scores_context_tta", "--out", str(out), *options], capture_output=True, text=True)
+
+    def rule(*options: str) -> dict:
+        decide(*options).check_returncode()
+        return json.loads((tmp_path / "decision.json").read_text())
+
+    loose = rule("--rule", "no_worse", "--zone-margin", "0.03", "--global-margin", "0.2")
+    assert loose["rule"]["rule"] == "no_worse" and loose["rule"]["key"] == "scores_context_tta"
+    assert loose["rule"]["mean_zone_mae"] == {"baseline": 0, "candidate": round(2 / 72, 4)}
+    assert loose["rule"]["mean_global_mae"] == {"baseline": 0, "candidate": round(2 / 12, 4)}
+    assert loose["rule"]["passes"] and "zone_mae_lower_on_every_set" not in loose["rule"]
+    assert loose["pairs"]["seed 0"]["scores_context"]["zone_mae"]["difference"] == pytest.approx(2 / 72, abs=1e-4)
+    assert loose["pairs"]["seed 0"]["probabilities_tta"]["zone_mae"]["difference"] == 0  # the first stage's: equal
+    tight = rule("--rule", "no_worse", "--zone-margin", "0.02", "--global-margin", "0.2")
+    assert not tight["rule"]["mean_zone_mae_at_most_0.02_higher"] and not tight["rule"]["passes"]
+    assert not rule("--rule", "better", "--zone-margin", "0", "--global-margin", "0.2")["rule"]["passes"]
+    missing = decide("--rule", "no_worse", candidate=plain_file)
+    assert missing.returncode != 0 and "no_served.json" in missing.stderr and "scores_context_tta" in missing.stderr
+    assert not (tmp_path / "decision.json").exists()
+
+
 def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
     torch.manual_seed(0)
     first, second = BSNet().state_dict(), BSNet().state_dict()
