@@ -3,4 +3,4 @@
 Research use only: not a medical device, not for diagnosis.
 """
 
-__version__ = "0.3.6"
+__version__ = "0.3.7"
