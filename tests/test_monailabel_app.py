@@ -617,7 +617,8 @@ def test_ohif_opens_a_cxr_study_and_runs_bsnet_from_the_monai_label_panel(pacs_s
         # the MONAI Label mode on the DX study; the panel is pointed at this server (a cookie, as its field sets)
         browser.js(f"document.cookie = 'MONAILABEL_SERVER_URL=' + escape('{pacs_server.url}/') + '; path=/'")
         viewer = f"{pacs_server.url}/ohif/monai-label?StudyInstanceUIDs={study}"
-        connect = "!!document.querySelector('.monaiLabelPanel button.actionButton')"
+        connect_button = "document.querySelector('.monaiLabelPanel button.actionButton')"
+        connect = f"!!{connect_button}"
         ready = (
             f"{connect} && !!window.services"
             " && window.services.displaySetService.getActiveDisplaySets().length > 0"
@@ -651,7 +652,7 @@ def test_ohif_opens_a_cxr_study_and_runs_bsnet_from_the_monai_label_panel(pacs_s
                 print(f"viewer not ready (attempt {attempt + 1}):", *problems[-8:], sep="\n")
                 if attempt == 2:
                     raise
-        browser.js("document.querySelector('.monaiLabelPanel button.actionButton').click()")  # connect
+        browser.js(f"{connect_button}.click()")
         panel = "document.querySelector('.monaiLabelPanel')"
         browser.wait_for(f"Array.from({panel}.querySelectorAll('select option')).some(o => o.value == 'bsnet')", 60)
         time.sleep(2)  # the panel reads the viewport's series one second after it is shown

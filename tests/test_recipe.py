@@ -237,6 +237,13 @@ def test_the_comparison_script_measures_each_runs_own_test_time_mirroring(tmp_pa
     assert mirrored["difference"] < 0 and same["difference"] == 0
 
 
+def _compare_draw_sets(baseline: Path, candidate: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``compare_draw_sets.py`` on two sets of draws ("seed 0", "seed 1") that are both the same pair of files."""
+    pairs = [arg for label in ("seed 0", "seed 1") for arg in ("--pair", label, str(baseline), str(candidate))]
+    return subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_draw_sets.py"), *pairs, "--resamples", "200",
+                           "--out", str(out), *options], capture_output=True, text=True)
+
+
 def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path):
     """Zone errors that cancel in the sum: the baseline is off by +1 in zone A and -1 in zone B (global exact),
     one candidate only by +1 in zone A (lower zone MAE, higher global MAE), another exact."""
@@ -250,9 +257,7 @@ def test_the_draw_set_comparison_applies_the_shipping_rule_to_every_set(tmp_path
 
     def rule(candidate: str) -> dict:
         out = tmp_path / f"{candidate}_decision.json"
-        pairs = [arg for label in ("seed 0", "seed 1") for arg in ("--pair", label, str(files["baseline"]), str(files[candidate]))]
-        subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_draw_sets.py"), *pairs, "--resamples", "200",
-                        "--out", str(out)], capture_output=True, text=True, check=True)
+        _compare_draw_sets(files["baseline"], files[candidate], out).check_returncode()
         return json.loads(out.read_text())
 
     one_sided = rule("one_sided")
@@ -284,9 +289,7 @@ def test_the_draw_set_comparison_judges_the_served_ratings_no_worse_than_the_bas
     def decide(*options: str, candidate: Path = paths["candidate"]) -> subprocess.CompletedProcess:
         out = tmp_path / "decision.json"
         out.unlink(missing_ok=True)
-        pairs = [arg for label in ("seed 0", "seed 1") for arg in ("--pair", label, str(paths["baseline"]), str(candidate))]
-        return subprocess.run([sys.executable, str(REPO / "bundle" / "scripts" / "compare_draw_sets.py"), *pairs, "--resamples", "200",
-                               "--key", "scores_context_tta", "--out", str(out), *options], capture_output=True, text=True)
+        return _compare_draw_sets(paths["baseline"], candidate, out, "--key", "scores_context_tta", *options)
 
     def rule(*options: str) -> dict:
         decide(*options).check_returncode()
