@@ -286,14 +286,15 @@ def test_the_draw_set_comparison_judges_the_served_ratings_no_worse_than_the_bas
     plain_file = tmp_path / "no_served.json"
     plain_file.write_text(json.dumps(_prediction_rows(truth, truth, patients)))
 
+    decision = tmp_path / "decision.json"
+
     def decide(*options: str, candidate: Path = paths["candidate"]) -> subprocess.CompletedProcess:
-        out = tmp_path / "decision.json"
-        out.unlink(missing_ok=True)
-        return _compare_draw_sets(paths["baseline"], candidate, out, "--key", "scores_context_tta", *options)
+        decision.unlink(missing_ok=True)
+        return _compare_draw_sets(paths["baseline"], candidate, decision, "--key", "scores_context_tta", *options)
 
     def rule(*options: str) -> dict:
         decide(*options).check_returncode()
-        return json.loads((tmp_path / "decision.json").read_text())
+        return json.loads(decision.read_text())
 
     loose = rule("--rule", "no_worse", "--zone-margin", "0.03", "--global-margin", "0.2")
     assert loose["rule"]["rule"] == "no_worse" and loose["rule"]["key"] == "scores_context_tta"
@@ -307,7 +308,7 @@ def test_the_draw_set_comparison_judges_the_served_ratings_no_worse_than_the_bas
     assert not rule("--rule", "better", "--zone-margin", "0", "--global-margin", "0.2")["rule"]["passes"]
     missing = decide("--rule", "no_worse", candidate=plain_file)
     assert missing.returncode != 0 and "no_served.json" in missing.stderr and "scores_context_tta" in missing.stderr
-    assert not (tmp_path / "decision.json").exists()
+    assert not decision.exists()
 
 
 def test_the_weight_soup_is_the_mean_of_the_checkpoints_and_loads_as_a_bsnet(tmp_path):
