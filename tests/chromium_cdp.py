@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Flags for a headless Chromium that talks to nothing but the page it is given.
 FLAGS = [
@@ -145,6 +145,19 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"page never satisfied: {expression}")
             time.sleep(interval)
+
+    def wait_for_event(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+        """The first protocol event (received so far or within ``timeout`` seconds) for which ``matches`` is true."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((e for e in self.events if matches(e)), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    raise TimeoutError("Chromium sent no such event")
+                self._cond.wait(min(left, 0.5))
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]

@@ -662,16 +662,16 @@ def test_ohif_opens_a_cxr_study_and_runs_bsnet_from_the_monai_label_panel(pacs_s
         browser.js(
             f"Array.from({panel}.querySelectorAll('button.actionButton')).filter(b => b.innerText.trim() == 'Run')[0].click()"
         )
-        deadline = time.monotonic() + 120
-        answer = None
-        while answer is None and time.monotonic() < deadline:
-            answer = next((e["params"] for e in list(browser.events) if e.get("method") == "Network.responseReceived"
-                           and "/infer/bsnet" in e["params"]["response"]["url"]), None)
-            time.sleep(0.5)
-        assert answer is not None, "the viewer sent no /infer/bsnet request\n" + pacs_server.tail()
+        try:
+            answer = browser.wait_for_event(lambda e: e.get("method") == "Network.responseReceived"
+                                            and "/infer/bsnet" in e["params"]["response"]["url"], 120)["params"]
+        except TimeoutError:
+            pytest.fail("the viewer sent no /infer/bsnet request\n" + pacs_server.tail())
         assert f"image={pacs['dx_a']}" in answer["response"]["url"]
         assert answer["response"]["status"] == 200
-        time.sleep(2)  # the body is complete once loading finished
+        # the body can be read once its loading has finished (the headers come first)
+        browser.wait_for_event(lambda e: e.get("method") == "Network.loadingFinished"
+                               and e["params"]["requestId"] == answer["requestId"], 60)
         body = browser.call("Network.getResponseBody", {"requestId": answer["requestId"]})
         raw = base64.b64decode(body["body"]) if body.get("base64Encoded") else body["body"].encode("latin-1")
         assert b"NRRD" in raw and b"sizes: 300 260 1" in raw  # the zone map, in the DX image's geometry
