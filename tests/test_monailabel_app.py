@@ -339,8 +339,8 @@ def test_saved_labels_survive_a_server_restart(server, client):
 def test_training_runs_in_the_background_and_its_model_is_then_served(server, workdir):
     client = MONAILabelClient(server.url, tmpdir=str(workdir / "client"))  # the restarted server
     # Twenty epochs (about 1 s each on two cores, after a 6 s start) so that the training outlasts the two viewers'
-    # requests (about 9 s, served one after the other) with room to spare. With one epoch the training ended a
-    # fraction of a second after the second answer, and a loaded CI run saw it end first.
+    # requests (about 9 s, served one after the other) with room to spare. With one epoch the training logged its
+    # result 0.2 s before the second answer, so the check raced the subprocess's exit, and a loaded CI run lost.
     started = client.train_start(
         "bsnet", {"max_epochs": 20, "image_size": 256, "train_batch_size": 2, "val_batch_size": 2, "val_split": 0.25}
     )
