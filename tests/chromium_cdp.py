@@ -17,7 +17,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 #: Flags for a headless Chromium that talks to nothing but the page it is given.
 FLAGS = [
@@ -100,17 +102,21 @@ class Chromium:
         if session:
             message["sessionId"] = session
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while message_id not in self._replies:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.process.poll() is not None:
-                    raise TimeoutError(f"Chromium did not answer {method}")
-                self._cond.wait(min(left, 0.5))
-            reply = self._replies.pop(message_id)
+        reply = self._wait(lambda: self._replies.pop(message_id, None), timeout, f"Chromium did not answer {method}")
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply.get("result", {})
+
+    def _wait(self, found: Callable[[], T | None], timeout: float, failure: str) -> T:
+        """``found()``'s first value that is not None, read under the reader's lock each time a message comes in."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (value := found()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    raise TimeoutError(failure)
+                self._cond.wait(min(left, 0.5))
+            return value
 
     def _attach(self) -> str:
         target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -148,16 +154,14 @@ class Chromium:
 
     def wait_for_event(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
         """The first protocol event (received so far or within ``timeout`` seconds) for which ``matches`` is true."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = next((e for e in self.events if matches(e)), None)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0 or self.process.poll() is not None:
-                    raise TimeoutError("Chromium sent no such event")
-                self._cond.wait(min(left, 0.5))
+        seen = 0  # events before this index have been looked at: each wake-up reads only the new ones
+
+        def first_match() -> dict[str, Any] | None:
+            nonlocal seen
+            new, seen = self.events[seen:], len(self.events)
+            return next((e for e in new if matches(e)), None)
+
+        return self._wait(first_match, timeout, "Chromium sent no such event")
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
